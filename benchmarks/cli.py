@@ -1,0 +1,218 @@
+"""The ``iclrbench`` command: list, run, compare, report, fit, paper-csv.
+
+Exit codes: 0 success; 1 ``compare`` found a quality regression; 2 bad input (unknown
+name, bad option, malformed or missing CSV); 3 a real dataset is missing and cannot be
+downloaded; 4 the run finished but some units failed (their rows say why); 130 interrupted
+(completed units are kept; rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_NO_DATA, EXIT_UNITS_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set expects KEY=VALUE (or BENCHMARK.KEY=VALUE); got {item!r}")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iclrbench", description="ICLR 2021 papers vs their baselines, side by side.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="benchmarks, variants, datasets, presets and claims")
+
+    r = sub.add_parser("run", help="run benchmarks (all when no NAMES)")
+    r.add_argument("names", nargs="*", metavar="NAMES")
+    r.add_argument("--preset", default="quick", help="smoke | quick | full (default quick)")
+    r.add_argument("--seeds", type=int, default=None, help="number of seeds (default: smoke 1, quick 2, full 3)")
+    r.add_argument("--dataset", default=None, help="dataset name (default: each benchmark's embedded one)")
+    r.add_argument("--data-dir", default=None, help="where real datasets live (or are downloaded to)")
+    r.add_argument("--variant", action="append", dest="variants", help="run only this variant (repeatable)")
+    r.add_argument("--no-extras", action="store_true", help="skip the extra measurements (sweeps, overhead)")
+    r.add_argument("--accelerator", default="auto")
+    r.add_argument("--devices", type=_devices, default=1)
+    r.add_argument("--strategy", default="auto", help="auto | ddp | fsdp | ... (Lightning strategies)")
+    r.add_argument("--num-nodes", type=int, default=1)
+    r.add_argument("--precision", default="32-true")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (BENCH.KEY scopes it)")
+    r.add_argument("--timeout", type=float, default=None, help="seconds per unit (default: the spec's per preset)")
+    r.add_argument("--out", default="results/runs")
+    r.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    r.add_argument("--quiet", action="store_true", help="hide the units' own output (progress bars)")
+
+    c = sub.add_parser("compare", help="compare a run (dir or CSV) against a stored results CSV")
+    c.add_argument("run")
+    c.add_argument("--against", required=True)
+    c.add_argument("--csv", default=None, help="also write the comparison table here")
+
+    rep = sub.add_parser("report", help="rebuild report.md and plots from a run's summary.csv")
+    rep.add_argument("run")
+
+    pc = sub.add_parser("paper-csv", help="write results/reference/paper.csv from the specs' paper numbers")
+    pc.add_argument("--out", default="results/reference/paper.csv")
+
+    sub.add_parser("fit", help="train one module with LightningCLI (iclrbench fit --help)", add_help=False)
+    return p
+
+
+def cmd_list() -> int:
+    from benchmarks.registry import get_benchmark, list_benchmarks
+
+    for name in list_benchmarks():
+        b = get_benchmark(name)
+        print(f"{name}: {b.paper.title} (arXiv {b.paper.arxiv})")
+        print(f"  claim:    {b.claim}")
+        print("  variants: " + ", ".join(f"{v.name} ({v.role})" for v in b.variants))
+        print(f"  datasets: {', '.join(b.datasets)} (default {b.default_dataset})")
+        print(f"  presets:  {', '.join(b.presets)}; extras: {', '.join(b.extras) or '-'}")
+        print("  metrics:  " + ", ".join(m.name + ("*" if m.primary else "") for m in b.metrics))
+    return EXIT_OK
+
+
+def _preflight_data(opts) -> None:
+    """Fail within seconds, before any unit starts, when a real dataset is missing."""
+    from benchmarks.registry import get_benchmark
+
+    if opts.dataset is None:
+        return
+    for name in opts.names:
+        bench = get_benchmark(name)
+        factory = bench.dataset(opts.dataset)
+        if opts.dataset == bench.default_dataset:
+            continue
+        data = factory(bench.config(opts.preset), opts.data_dir, 0)
+        prepare = getattr(data, "prepare_data", None)
+        if callable(prepare):
+            prepare()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.registry import list_benchmarks
+    from benchmarks.runner import RunOptions, execute_run
+
+    names = args.names or list_benchmarks()
+    opts = RunOptions(
+        names=names, preset=args.preset, seeds=args.seeds, dataset=args.dataset, data_dir=args.data_dir,
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+        precision=args.precision, out=args.out, overrides=_parse_set(args.set), variants=args.variants,
+        extras=not args.no_extras, fresh=args.fresh, timeout_s=args.timeout, quiet=args.quiet,
+    )
+    from benchmarks.runner import plan
+
+    plan(opts)  # validates every name before anything runs
+    _preflight_data(opts)
+    run_dir = execute_run(opts)
+    import pandas as pd
+
+    df = pd.read_csv(run_dir / "summary.csv")
+    return EXIT_UNITS_FAILED if (df["status"] != "ok").any() else EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmarks.compare import compare, render
+    from benchmarks.results import read_results, write_csv
+
+    run = read_results(args.run, "run results")
+    ref = read_results(args.against, "reference CSV")
+    result = compare(run, ref)
+    print(render(result))
+    if args.csv:
+        from benchmarks.results import atomic_write_text
+
+        atomic_write_text(args.csv, result.table.to_csv(index=False))
+    if result.regressed:
+        print("a quality metric regressed beyond its band", file=sys.stderr)
+        return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import write_report
+
+    run = Path(args.run)
+    run_dir = run if run.is_dir() else run.parent
+    print(write_report(run_dir))
+    return EXIT_OK
+
+
+def cmd_paper_csv(args: argparse.Namespace) -> int:
+    from benchmarks.paper import write_paper_csv
+
+    print(write_paper_csv(args.out))
+    return EXIT_OK
+
+
+def cmd_fit(argv: list[str]) -> int:
+    from benchmarks.fit import main as fit_main
+
+    fit_main(argv)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from benchmarks.registry import UnknownNameError
+    from benchmarks.results import BadResultsError
+    from benchmarks.runner import RunInterrupted
+    from datamodules.images import DatasetNotFoundError
+
+    try:
+        if argv and argv[0] == "fit":
+            return cmd_fit(argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return cmd_list()
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "paper-csv":
+            return cmd_paper_csv(args)
+        raise CliError(f"unknown command {args.command!r}")
+    except CliError as exc:
+        print(f"iclrbench: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (UnknownNameError, BadResultsError) as exc:
+        print(f"iclrbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DatasetNotFoundError as exc:
+        print(f"iclrbench: error: {exc}", file=sys.stderr)
+        return EXIT_NO_DATA
+    except RunInterrupted as exc:
+        print(f"iclrbench: {exc or 'interrupted; completed units are kept; rerun to resume'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as exc:  # config validation (bad --seeds, bad --set value ...)
+        if os.environ.get("ICLRBENCH_DEBUG"):
+            raise
+        print(f"iclrbench: error: {exc} (ICLRBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""``iclrbench fit``: train one LightningModule with LightningCLI and a YAML config.
+
+    iclrbench fit --model lit_modules.vit.ImageClassifier --data datamodules.images.ImageDataModule \
+        --model.arch vit --trainer.max_steps 200
+    iclrbench fit --config my_run.yaml
+
+Any LightningModule / LightningDataModule importable by class path works
+(``subclass_mode``); ``iclrbench fit --print_config`` writes a starting YAML.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+
+def main(argv: list[str]) -> None:
+    LightningCLI(
+        L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        args=["fit", *argv], save_config_kwargs={"overwrite": True},
+    )

@@ -1,0 +1,221 @@
+"""The benchmark spec and its registry.
+
+A benchmark is one paper paired with the baseline it argues against. Each spec module in
+``benchmarks/specs/`` registers one factory with :func:`register_benchmark`; the factory
+returns a :class:`Benchmark` that says what to build (variants), on what (datasets), how
+big (presets), what to measure (metrics) and how to decide the paper's claim (verdict).
+The registry refuses duplicate names and answers unknown names with the known ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from benchmarks.unit import UnitContext
+
+Role = Literal["method", "baseline"]
+PRESETS = ("smoke", "quick", "full")
+
+
+class UnknownNameError(ValueError):
+    """A name that is not registered; the CLI turns it into exit code 2."""
+
+    def __init__(self, kind: str, given: str, known: list[str] | tuple[str, ...]):
+        self.kind, self.given, self.known = kind, given, list(known)
+        super().__init__(f"unknown {kind} {given!r}; known: {', '.join(self.known) or '(none)'}")
+
+
+def lookup(kind: str, table: Mapping[str, Any], name: str) -> Any:
+    """``table[name]``, or an :class:`UnknownNameError` listing the known names."""
+    if name not in table:
+        raise UnknownNameError(kind, name, list(table))
+    return table[name]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured quantity.
+
+    ``kind="efficiency"`` marks hardware-dependent numbers (throughput, memory, time),
+    which ``compare`` only checks when the hardware matches; ``kind="info"`` (a parameter
+    count) is shown and compared but never counts as a regression. ``tolerance`` is the relative
+    band ``compare`` uses when there is no spread over seeds. A metric with ``curve=True``
+    is reported against ``step`` (the x of the curve, named by ``x_label``) and plotted.
+    Measurements may qualify a metric with ``@`` (``top1@data=10%``): the part before
+    ``@`` names the Metric.
+    """
+
+    name: str
+    higher_is_better: bool
+    primary: bool = False
+    kind: Literal["quality", "efficiency", "info"] = "quality"
+    tolerance: float = 0.05
+    curve: bool = False
+    x_label: str = "step"
+    logx: bool = False
+    logy: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A way to build the module under test; variants differ only where the paper differs.
+
+    ``config`` overrides the benchmark's resolved config for this variant only.
+    """
+
+    name: str
+    role: Role
+    config: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Literal["holds", "does not hold", "inconclusive"]
+    evidence: str
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    title: str
+    arxiv: str
+    code: str
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """A number the paper (or its official code) reports, with where it says so.
+
+    ``dataset`` is the real dataset's name as our loaders call it (``cifar10``), and
+    ``metric`` uses our metric names and units (accuracy as a fraction), so that
+    ``results/reference/paper.csv`` can be compared with a ``full`` run.
+    """
+
+    variant: str
+    dataset: str
+    metric: str
+    value: float
+    source: str
+
+
+@dataclass
+class Benchmark:
+    """One paper's benchmark: see DESIGN.md, "A benchmark".
+
+    ``run(ctx)`` trains and evaluates one variant with one seed (in its own subprocess)
+    and returns :class:`benchmarks.unit.Measurement` objects. ``extras`` are further
+    measurements (a sweep, an overhead ratio) run once per run as units of their own.
+    ``defaults`` is the full config; ``presets`` override only what differs.
+    ``datasets`` maps a name to a DataModule factory ``(config, data_dir, seed)``;
+    the first is the embedded offline default. ``verdict(summary)`` decides the claim
+    from the run's rows of this benchmark (ok rows, one per measurement and seed);
+    ``verdict_rule`` states that rule in words for the report. ``paper_numbers`` feed
+    ``results/reference/paper.csv`` and the report's "paper" column.
+    """
+
+    name: str
+    paper: PaperRef
+    claim: str
+    variants: list[Variant]
+    datasets: dict[str, Callable[..., Any]]
+    defaults: dict[str, Any]
+    presets: dict[str, dict[str, Any]]
+    metrics: list[Metric]
+    run: Callable[["UnitContext"], list[Any]]
+    verdict: Callable[["pd.DataFrame"], Verdict]
+    extras: dict[str, Callable[["UnitContext"], list[Any]]] = field(default_factory=dict)
+    verdict_rule: str = ""
+    paper_numbers: list[PaperNumber] = field(default_factory=list)
+    timeout_s: dict[str, float] = field(default_factory=lambda: {"smoke": 300, "quick": 1200, "full": 86400})
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: duplicate variant names {names}")
+        if not any(v.role == "baseline" for v in self.variants):
+            raise ValueError(f"{self.name}: needs at least one baseline variant")
+        for preset, over in self.presets.items():
+            if preset not in PRESETS:
+                raise ValueError(f"{self.name}: unknown preset {preset!r}; expected {PRESETS}")
+            unknown = sorted(set(over) - set(self.defaults))
+            if unknown:
+                raise ValueError(f"{self.name}: preset {preset!r} sets unknown keys {unknown}")
+        for v in self.variants:
+            unknown = sorted(set(v.config) - set(self.defaults))
+            if unknown:
+                raise ValueError(f"{self.name}: variant {v.name!r} sets unknown keys {unknown}")
+        if not self.datasets:
+            raise ValueError(f"{self.name}: needs at least one dataset")
+
+    # --- look-ups -------------------------------------------------------------------
+    def variant(self, name: str) -> Variant:
+        return lookup(f"variant of {self.name}", {v.name: v for v in self.variants}, name)
+
+    def dataset(self, name: str) -> Callable[..., Any]:
+        return lookup(f"dataset of {self.name}", self.datasets, name)
+
+    def metric(self, name: str) -> Metric | None:
+        """The Metric a (possibly ``@``-qualified) measurement name refers to."""
+        base = name.split("@", 1)[0]
+        return next((m for m in self.metrics if m.name == base), None)
+
+    @property
+    def default_dataset(self) -> str:
+        return next(iter(self.datasets))
+
+    @property
+    def primary_metric(self) -> Metric:
+        return next((m for m in self.metrics if m.primary), self.metrics[0])
+
+    def baseline_name(self) -> str:
+        return next(v.name for v in self.variants if v.role == "baseline")
+
+    def config(self, preset: str, variant: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """defaults <- preset <- variant <- user overrides; unknown keys are refused."""
+        lookup(f"preset of {self.name}", {p: p for p in PRESETS}, preset)
+        cfg = copy.deepcopy(self.defaults)
+        cfg.update(copy.deepcopy(self.presets.get(preset, {})))
+        if variant is not None:
+            cfg.update(copy.deepcopy(dict(self.variant(variant).config)))
+        for key, value in (overrides or {}).items():
+            lookup(f"config key of {self.name}", self.defaults, key)
+            cfg[key] = value
+        return cfg
+
+
+_FACTORIES: dict[str, Callable[[], Benchmark]] = {}
+_BUILT: dict[str, Benchmark] = {}
+
+
+def register_benchmark(factory: Callable[[], Benchmark]) -> Callable[[], Benchmark]:
+    """Register a zero-argument factory under its function name; duplicates are refused."""
+    name = factory.__name__
+    if name in _FACTORIES:
+        raise ValueError(f"benchmark {name!r} is registered twice")
+    _FACTORIES[name] = factory
+    return factory
+
+
+def _load_specs() -> None:
+    import benchmarks.specs  # noqa: F401  (imports every spec module, in one place)
+
+
+def list_benchmarks() -> list[str]:
+    _load_specs()
+    return sorted(_FACTORIES)
+
+
+def get_benchmark(name: str) -> Benchmark:
+    _load_specs()
+    if name not in _BUILT:
+        bench = lookup("benchmark", _FACTORIES, name)()
+        if bench.name != name:
+            raise ValueError(f"factory {name!r} builds a benchmark named {bench.name!r}")
+        _BUILT[name] = bench
+    return _BUILT[name]

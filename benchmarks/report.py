@@ -1,0 +1,189 @@
+"""report.md and PNG plots from a run's summary.csv.
+
+The report opens with a claims table (each paper's claim, the verdict at this run's scale
+by the rule its spec states, and the numbers behind it), then one section per benchmark:
+a variant x metric table (mean ± std over seeds, delta vs the baseline, the paper's number
+with its source), the curves as plots, and any images the benchmark produced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.registry import Benchmark, UnknownNameError, Verdict, get_benchmark  # noqa: E402
+from benchmarks.results import atomic_write_text, read_results  # noqa: E402
+from benchmarks.verdict import primary_vs_baseline  # noqa: E402,F401  (re-exported for specs)
+
+KIND_ORDER = {"quality": 0, "efficiency": 1, "info": 2}
+
+
+def fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    ax = abs(x)
+    if ax != 0 and (ax >= 1e5 or ax < 1e-3):
+        return f"{x:.3g}"
+    if float(x).is_integer() and ax >= 100:
+        return f"{int(x):,}"
+    return f"{x:.4g}"
+
+
+def _bench(name: str) -> Benchmark | None:
+    try:
+        return get_benchmark(name)
+    except UnknownNameError:
+        return None
+
+
+def variant_table(bench: Benchmark | None, df: pd.DataFrame) -> str:
+    """Markdown: metric, variant, ours (mean ± std, n), Δ vs baseline, paper."""
+    flat = df[df["step"].isna()]
+    if flat.empty:
+        return "_no scalar metrics_\n"
+    baseline = bench.baseline_name() if bench else None
+    stats = flat.groupby(["metric", "variant"], sort=False)["value"].agg(["mean", "std", "count"])
+    paper = {}
+    for p in bench.paper_numbers if bench else []:
+        paper.setdefault((p.metric, p.variant), []).append(f"{fmt(p.value)} ({p.dataset}; {p.source})")
+    roles = df.drop_duplicates("variant").set_index("variant")["role"].to_dict()
+
+    def order(metric: str) -> tuple:
+        m = bench.metric(metric) if bench else None
+        return (KIND_ORDER.get(m.kind, 3) if m else 3, not (m and m.primary), metric)
+
+    lines = [f"| metric | variant | role | ours: mean ± std (n) | Δ vs {baseline or 'baseline'} | paper |", "|---|---|---|---|---|---|"]
+    for metric in sorted(stats.index.get_level_values(0).unique(), key=order):
+        sub = stats.loc[metric]
+        base_mean = sub.loc[baseline, "mean"] if baseline in sub.index else math.nan
+        for variant, s in sub.iterrows():
+            std = "" if s["count"] < 2 else f" ± {fmt(s['std'])}"
+            delta = "—" if variant == baseline or roles.get(variant) == "extra" or math.isnan(base_mean) else f"{s['mean'] - base_mean:+.4g}"
+            m = bench.metric(metric) if bench else None
+            name = f"**{metric}**" if m and m.primary else metric
+            lines.append(
+                f"| {name} | {variant} | {roles.get(variant, '')} | {fmt(s['mean'])}{std} (n={int(s['count'])}) | {delta} | "
+                f"{'<br>'.join(paper.get((metric, variant), [])) or '—'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> list[Path]:
+    """One PNG per curve metric: mean over seeds per variant, ± std shaded."""
+    curves = df[df["step"].notna()]
+    paths = []
+    for metric, sub in curves.groupby("metric", sort=True):
+        m = bench.metric(metric) if bench else None
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        for variant, vsub in sub.groupby("variant", sort=True):
+            g = vsub.groupby("step")["value"].agg(["mean", "std", "count"]).sort_index()
+            x = g.index.to_numpy(dtype=float)
+            line = ax.plot(x, g["mean"], marker="o", ms=3, label=f"{variant} (n={int(g['count'].max())})")[0]
+            if (g["count"] > 1).any():
+                ax.fill_between(x, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.2, color=line.get_color())
+        ax.set_xlabel(m.x_label if m else "step")
+        ax.set_ylabel(metric + (" (higher is better)" if m and m.higher_is_better else " (lower is better)" if m else ""))
+        if m and m.logx:
+            ax.set_xscale("log")
+        if m and m.logy:
+            ax.set_yscale("log")
+        ax.set_title(f"{sub['benchmark'].iloc[0]}: {metric}" + (f"\n{m.description}" if m and m.description else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = plots_dir / f"{sub['benchmark'].iloc[0]}_{metric.replace('@', '_at_').replace('/', '_')}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def decide(bench: Benchmark | None, df: pd.DataFrame) -> Verdict:
+    if bench is None:
+        return Verdict("inconclusive", "benchmark not in this installation's registry")
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return Verdict("inconclusive", "no successful units")
+    try:
+        return bench.verdict(ok.copy())
+    except Exception as exc:  # a verdict rule must not sink the report
+        return Verdict("inconclusive", f"verdict rule failed: {type(exc).__name__}: {exc}")
+
+
+def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
+    info = {}
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        pass
+    first = df.iloc[0]
+    opts = info.get("options", {})
+    n_ok = df.loc[df["status"] == "ok", ["benchmark", "variant", "seed"]].drop_duplicates().shape[0]
+    return [
+        f"- preset **{first['preset']}**, seeds {sorted(df['seed'].dropna().astype(int).unique().tolist())}, "
+        f"dataset(s) {', '.join(sorted(df['dataset'].astype(str).unique()))}",
+        f"- hardware: {', '.join(sorted(df['device_name'].dropna().astype(str).unique())) or '?'}; accelerator "
+        f"{first['accelerator']}, devices {first['devices']}, strategy {first['strategy']}, precision {first['precision']}",
+        f"- torch {first['torch']}, lightning {first['lightning']}, git {str(first['git_sha'])[:10]}"
+        f"{' (uncommitted changes)' if str(first['git_dirty']).lower() == 'true' else ''}",
+        f"- {n_ok} result groups ok, {int((df['status'] != 'ok').sum())} units failed"
+        + (f"; command options: `{json.dumps({k: v for k, v in opts.items() if v not in (None, [], {}, False)})}`" if opts else ""),
+    ]
+
+
+def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for a run directory; returns the report path."""
+    run_dir = Path(run_dir)
+    if df is None:
+        df = read_results(run_dir / "summary.csv", "run summary")
+    plots_dir = run_dir / "plots"
+    out = [f"# iclrbench report: {run_dir.name}", "", *_run_info(run_dir, df), ""]
+    names = list(dict.fromkeys(df["benchmark"].astype(str)))
+    out += ["## Claims at this run's scale", "", "| benchmark | the paper's claim | verdict | evidence |", "|---|---|---|---|"]
+    verdicts = {}
+    for name in names:
+        bench = _bench(name)
+        verdicts[name] = decide(bench, df[df["benchmark"] == name])
+        claim = bench.claim if bench else "?"
+        out.append(f"| {name} | {claim} | **{verdicts[name].status}** | {verdicts[name].evidence} |")
+    out.append("")
+    errors = df[df["status"] != "ok"]
+    if not errors.empty:
+        out += ["## Failed units", "", "| benchmark | variant | seed | error |", "|---|---|---|---|"]
+        for r in errors.itertuples():
+            out.append(f"| {r.benchmark} | {r.variant} | {r.seed} | {str(r.error).replace('|', '/')[:500]} |")
+        out.append("")
+    for name in names:
+        bench = _bench(name)
+        sub = df[(df["benchmark"] == name) & (df["status"] == "ok")]
+        title = f"{bench.paper.title} (arXiv {bench.paper.arxiv}, code: {bench.paper.code})" if bench else name
+        out += [f"## {name}: {title}", ""]
+        if bench:
+            out += [f"**Claim.** {bench.claim}", "", f"**Verdict: {verdicts[name].status}.** {verdicts[name].evidence}",
+                    "", f"_Rule:_ {bench.verdict_rule or 'the spec’s verdict function'}", ""]
+            described = [m for m in bench.metrics if m.description]
+            if described:
+                out += ["<details><summary>metrics</summary>", ""]
+                out += [f"- `{m.name}` ({m.kind}, {'higher' if m.higher_is_better else 'lower'} is better): {m.description}" for m in described]
+                out += ["", "</details>", ""]
+        out += [variant_table(bench, sub), ""]
+        if bench and bench.paper_numbers:
+            out += ["_Paper numbers are the paper's own, at the paper's scale and dataset; ours are from this run._", ""]
+        for path in plot_curves(bench, sub, plots_dir):
+            out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
+        art = run_dir / "artifacts" / name
+        for path in sorted(art.glob("*.png")) if art.is_dir() else []:
+            out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
+        for path in sorted(art.glob("*.md")) if art.is_dir() else []:
+            out += [path.read_text(), ""]
+    report = run_dir / "report.md"
+    atomic_write_text(report, "\n".join(out))
+    return report

@@ -1,0 +1,179 @@
+"""ViT vs a CNN of similar size, across training-set fractions (paper 1)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+import torch
+
+from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, register_benchmark
+from benchmarks.train import StepTimer, count_parameters, eval_throughput, lightning_overhead, make_trainer
+from benchmarks.unit import Measurement, UnitContext
+from benchmarks.verdict import band, seed_stats
+from datamodules.images import ImageDataModule
+from lit_modules.vit import ImageClassifier
+
+MODEL_KEYS = (
+    "arch", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+    "resnet_width", "resnet_layers", "lr", "weight_decay", "warmup_steps", "max_steps",
+)
+
+
+def images(config: dict, data_dir: str | None, seed: int, name: str = "digits") -> ImageDataModule:
+    return ImageDataModule(
+        name=name, data_dir=data_dir, img_size=config["img_size"], batch_size=config["batch_size"],
+        data_fraction=config.get("data_fraction", 1.0), augment_pad=config["augment_pad"], seed=seed,
+    )
+
+
+def build_module(config: dict, dm: ImageDataModule) -> ImageClassifier:
+    kwargs = {k: config[k] for k in MODEL_KEYS}
+    kwargs["resnet_layers"] = tuple(kwargs["resnet_layers"])
+    return ImageClassifier(in_chans=dm.in_chans, num_classes=dm.num_classes, **kwargs)
+
+
+def run(ctx: UnitContext) -> list[Measurement]:
+    """Train the variant once per data fraction (same step budget each); test each."""
+    cfg = ctx.config
+    out: list[Measurement] = []
+    fractions = sorted(cfg["data_fractions"])
+    for fraction in fractions:
+        torch.manual_seed(ctx.seed)  # same initial weights at every fraction
+        dm = ctx.datamodule(data_fraction=fraction)
+        dm.setup("fit")
+        module = build_module(cfg, dm)
+        timer = StepTimer()
+        validation = (
+            dict(val_check_interval=cfg["val_every"], check_val_every_n_epoch=None) if cfg["val_every"] else dict(limit_val_batches=0)
+        )
+        trainer = make_trainer(ctx, callbacks=[timer], max_steps=cfg["max_steps"], **validation)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        fit_s = time.perf_counter() - start
+        (test,) = trainer.test(module, datamodule=dm, verbose=False)
+        out.append(Measurement("top1_vs_data", test["test/top1"], step=fraction))
+        if fraction == fractions[-1]:
+            steps = sorted(timer.step_times[5:]) or [fit_s / max(1, cfg["max_steps"])]
+            median_step = steps[len(steps) // 2]
+            batch = next(iter(dm.test_dataloader()))[0]
+            out += [
+                Measurement("top1", test["test/top1"]),
+                Measurement("test_examples", test["test/count"]),
+                Measurement("params", count_parameters(module)),
+                Measurement("train_throughput", cfg["batch_size"] / median_step),
+                Measurement("step_time_ms", 1e3 * median_step),
+                Measurement("eval_throughput", eval_throughput(module.net, batch)),
+            ]
+    return out
+
+
+def harness_overhead(ctx: UnitContext) -> list[Measurement]:
+    """A training step through Lightning vs a plain PyTorch loop, ViT variant, same batches."""
+    cfg = ctx.config
+    dm = ctx.datamodule()
+    dm.setup("fit")
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(dm.x["train"], dm.y["train"]), batch_size=cfg["batch_size"], shuffle=False
+    )
+
+    def factory() -> ImageClassifier:
+        torch.manual_seed(ctx.seed)
+        return build_module(cfg, dm)
+
+    steps = cfg["overhead_steps"]
+    ratios = lightning_overhead(factory, loader, ctx, steps=steps, warmup=min(5, steps // 3))
+    return [Measurement(name, value) for name, value in ratios.items()]
+
+
+def claim_verdict(df: pd.DataFrame) -> Verdict:
+    fractions = sorted(df.loc[df["metric"] == "top1_vs_data", "step"].dropna().astype(float).unique())
+    if not fractions:
+        return Verdict("inconclusive", "no top1_vs_data rows")
+    gaps = []
+    for f in (fractions[0], fractions[-1]):
+        cnn, s_cnn, _ = seed_stats(df, "resnet", "top1_vs_data", f)
+        vit, s_vit, _ = seed_stats(df, "vit", "top1_vs_data", f)
+        gaps.append((f, cnn - vit, band(s_cnn, s_vit), cnn, vit))
+    (f0, g0, b0, c0, v0), (f1, g1, b1, c1, v1) = gaps
+    evidence = (
+        f"top-1 CNN − ViT: {g0:+.3f} at {f0:.0%} of the data (resnet {c0:.3f}, vit {v0:.3f}, band ±{b0:.3f}); "
+        f"{g1:+.3f} at {f1:.0%} (resnet {c1:.3f}, vit {v1:.3f})"
+    )
+    if math.isnan(g0) or math.isnan(g1):
+        return Verdict("inconclusive", evidence)
+    if g0 > b0 and g1 < g0 - b1:
+        return Verdict("holds", evidence)
+    if g0 < -b0 or g1 > g0 + b1:
+        return Verdict("does not hold", evidence)
+    return Verdict("inconclusive", evidence)
+
+
+@register_benchmark
+def vit() -> Benchmark:
+    return Benchmark(
+        name="vit",
+        paper=PaperRef(
+            title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+            arxiv="2010.11929",
+            code="https://github.com/google-research/vision_transformer",
+        ),
+        claim=(
+            "A ViT lacks the CNN's inductive biases, so with little training data a CNN of similar size "
+            "wins and the ViT's deficit shrinks as the training set grows (the paper's data-scale argument, "
+            "tested here far below the paper's 14M-300M images)."
+        ),
+        verdict_rule=(
+            "holds if the CNN's top-1 exceeds the ViT's at the smallest data fraction by more than the band "
+            "(2 pooled std over seeds, at least 0.01) and the gap at the full training set is smaller by more "
+            "than the band; does not hold if the ViT wins at the smallest fraction or the gap grows; else inconclusive"
+        ),
+        variants=[
+            Variant("vit", "method", {"arch": "vit"}, "timm VisionTransformer, patch 4, dim 128, depth 6"),
+            Variant("resnet", "baseline", {"arch": "resnet"}, "timm ResNet-18 layout, width 16, 3x3 stem"),
+        ],
+        datasets={
+            "digits": images,
+            "cifar10": lambda config, data_dir, seed: images(config, data_dir, seed, name="cifar10"),
+        },
+        defaults=dict(
+            arch="vit", img_size=16, patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0,
+            resnet_width=16, resnet_layers=[2, 2, 2, 2], lr=1e-3, weight_decay=0.05, warmup_steps=20,
+            max_steps=200, batch_size=64, augment_pad=2, data_fractions=[0.1, 0.3, 1.0], val_every=0,
+            overhead_steps=30,
+        ),
+        presets={
+            "smoke": dict(embed_dim=32, depth=2, resnet_width=8, resnet_layers=[1, 1, 1, 1], max_steps=8,
+                          warmup_steps=2, data_fractions=[0.3, 1.0], overhead_steps=12),
+            "quick": {},
+            "full": dict(img_size=32, patch_size=4, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0,
+                         resnet_width=64, max_steps=30000, warmup_steps=1000, batch_size=128, augment_pad=4,
+                         data_fractions=[0.1, 0.3, 1.0], val_every=1000),
+        },
+        metrics=[
+            Metric("top1", True, primary=True, tolerance=0.02, description="test top-1 accuracy, full training split"),
+            Metric("top1_vs_data", True, curve=True, tolerance=0.03, x_label="fraction of the training split", logx=True,
+                   description="test top-1 after the same step budget on a class-stratified fraction of the data"),
+            Metric("params", False, kind="info", description="trainable parameters"),
+            Metric("test_examples", True, kind="info", description="test examples counted over all processes"),
+            Metric("train_throughput", True, kind="efficiency", tolerance=0.25, description="training images/s (median step)"),
+            Metric("step_time_ms", False, kind="efficiency", tolerance=0.25, description="median training step, ms"),
+            Metric("eval_throughput", True, kind="efficiency", tolerance=0.25, description="inference images/s"),
+            Metric("lightning_step_ms", False, kind="efficiency", tolerance=0.25, description="median step through Trainer.fit"),
+            Metric("plain_step_ms", False, kind="efficiency", tolerance=0.25, description="median step of a plain PyTorch loop"),
+            Metric("lightning_overhead", False, kind="efficiency", tolerance=0.1,
+                   description="Lightning step time / plain loop step time (goal: at most 1.10)"),
+        ],
+        run=run,
+        extras={"harness_overhead": harness_overhead},
+        verdict=claim_verdict,
+        paper_numbers=[
+            # Table 2 of the paper (ViT-L/16 pre-trained on ImageNet-21k, fine-tuned; top-1 %).
+            PaperNumber("vit", "cifar10", "top1", 0.9915, "arXiv 2010.11929 Table 2, ViT-L/16 (ImageNet-21k)"),
+            PaperNumber("vit", "imagenet", "top1", 0.8530, "arXiv 2010.11929 Table 2, ViT-L/16 (ImageNet-21k)"),
+            # The CNN the paper compares with: BiT-L (ResNet152x4, JFT-300M), Table 2.
+            PaperNumber("resnet", "cifar10", "top1", 0.9937, "arXiv 2010.11929 Table 2, BiT-L ResNet152x4 (JFT-300M)"),
+            PaperNumber("resnet", "imagenet", "top1", 0.8754, "arXiv 2010.11929 Table 2, BiT-L ResNet152x4 (JFT-300M)"),
+        ],
+    )

@@ -1,0 +1,186 @@
+"""One unit of a run: a (benchmark, variant or extra, seed), executed in its own process.
+
+The runner writes a JSON job file and starts ``python -m benchmarks.unit JOB``; this module
+seeds everything, builds a :class:`UnitContext`, calls the spec's ``run`` (or the extra),
+and writes the measurements to ``JOB.result.json`` atomically, from rank zero only. Under
+Lightning's ``ddp`` strategy the same command is re-executed by Lightning for ranks >= 1;
+they run the same code and write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import atomic_write_text
+
+
+@dataclass
+class Measurement:
+    """One measured value. ``step`` is the x of a curve (a training step, a data fraction,
+    a sequence length); ``variant`` lets an extra measure several variants."""
+
+    metric: str
+    value: float
+    step: float | None = None
+    variant: str | None = None
+    higher_is_better: bool | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class UnitContext:
+    """What a spec's ``run`` (or extra) receives."""
+
+    benchmark: str
+    name: str  # the variant, or the extra's name
+    seed: int
+    preset: str
+    dataset: str
+    config: dict[str, Any]
+    data_dir: str | None = None
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    artifacts_dir: str = "."
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return self.name
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Hardware and scale-out arguments for ``lightning.Trainer``."""
+        return dict(
+            accelerator=self.accelerator,
+            devices=self.devices,
+            strategy=self.strategy,
+            num_nodes=self.num_nodes,
+            precision=self.precision,
+        )
+
+    def datamodule(self, **overrides: Any):
+        from benchmarks.registry import get_benchmark
+
+        factory = get_benchmark(self.benchmark).dataset(self.dataset)
+        return factory({**self.config, **overrides}, self.data_dir, self.seed)
+
+    def artifact(self, filename: str) -> Path:
+        """A path for a file this unit produces (a sample grid, a table)."""
+        path = Path(self.artifacts_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path / filename
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(
+        os.environ.get("NODE_RANK", "0")
+    ) == 0
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA's allocator peak when on GPU, else max RSS."""
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return torch.cuda.max_memory_allocated() / 2**20
+    except Exception:  # pragma: no cover  (torch missing is reported elsewhere)
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def device_name(accelerator: str) -> str:
+    import platform
+
+    import torch
+
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} x{os.cpu_count()}"
+
+
+def seed_everything(seed: int) -> None:
+    import lightning
+    import torch
+
+    lightning.seed_everything(seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def execute(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one unit; return the result dict (status, rows, error, peak memory ...)."""
+    from benchmarks.registry import get_benchmark
+
+    start = time.perf_counter()
+    ctx = UnitContext(**job["context"])
+    bench = get_benchmark(ctx.benchmark)
+    seed_everything(ctx.seed)
+    fn = bench.extras[ctx.name] if job["kind"] == "extra" else bench.run
+    out = fn(ctx)
+    rows = []
+    for m in out:
+        value = float(m.value)
+        rows.append({**asdict(m), "value": value})
+    for r in rows:
+        if r["higher_is_better"] is None and bench.metric(r["metric"]) is None:
+            known = ", ".join(m.name for m in bench.metrics)
+            raise ValueError(f"measurement {r['metric']!r} is not a declared metric of {bench.name}; declared: {known}")
+    bad = [r for r in rows if r["metric"].startswith("loss") and not math.isfinite(r["value"])]
+    if bad:
+        raise NonFiniteLossError(f"non-finite {bad[0]['metric']} = {bad[0]['value']}")
+    return {
+        "status": "ok",
+        "error": "",
+        "rows": rows,
+        "wall_s": time.perf_counter() - start,
+        "peak_mem_mb": peak_memory_mb(),
+        "device_name": device_name(ctx.accelerator),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job_path = Path(argv[0])
+    job = json.loads(job_path.read_text())
+    result_path = job_path.with_suffix(".result.json")
+    try:
+        result = execute(job)
+        code = 0
+    except BaseException as exc:  # the unit fails, the suite goes on: record why
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()
+        result = {"status": "error", "error": " | ".join(message)[-2000:], "rows": []}
+        code = 1
+    if is_rank_zero():
+        atomic_write_text(result_path, json.dumps(result))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,463 @@
+"""Text corpora, a cached WordPiece tokenizer and an MLM DataModule.
+
+Offline default: the English Wikipedia XML extract that ships with gensim's test data
+(``enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2``: 206 pages, of
+which 106 are articles of at least 50 words once redirects, non-article namespaces and
+markup are removed; about 480k words). Its ``[[target|mention]]`` wikilinks give real
+mention -> entity pairs (:attr:`Article.links`).
+
+Real corpora read from ``--data-dir``:
+- ``plain``: ``train.txt`` (+ optional ``valid.txt``, ``test.txt``), one document a line;
+- ``wikitext``: WikiText raw files ``wiki.{train,valid,test}.raw`` (WikiText-2/103 raw),
+  articles split at the top-level `` = Title = `` headings.
+
+Public API (reused by other benchmarks):
+- :func:`load_wiki_articles` -> list of :class:`Article` (title, cleaned text, links);
+- :func:`load_corpus` -> :class:`TextCorpus` (train/validation/test documents);
+- :func:`train_wordpiece` -> a ``tokenizers.Tokenizer`` trained offline and cached;
+- :func:`words_of` / :func:`encode_chunks` -> words and token chunks whose words keep
+  their token spans (so whole-word and n-gram units map to token positions);
+- :func:`sentence_classification_data` -> a "which article is this sentence from" task;
+- :class:`MLMDataModule` -> batches of chunks collated by a caller-given masker.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+CORPORA = ("gensim_wiki", "plain", "wikitext")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in BERT's order of ids 0..4
+GENSIM_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+MIN_ARTICLE_WORDS = 50  # gensim.corpora.wikicorpus.ARTICLE_MIN_WORDS
+
+
+@dataclass(frozen=True)
+class Article:
+    """One document: its title, plain text, and (mention, entity title) wikilink pairs."""
+
+    title: str
+    text: str
+    links: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class TextCorpus:
+    """Documents split by document (never a document in two splits)."""
+
+    train: list[Article]
+    validation: list[Article]
+    test: list[Article]
+    name: str = ""
+
+    def split(self, name: str) -> list[Article]:
+        splits = {"train": self.train, "validation": self.validation, "test": self.test}
+        if name not in splits:
+            raise ValueError(f"unknown split {name!r}; known: {', '.join(splits)}")
+        return splits[name]
+
+
+# --------------------------------------------------------------------------------------
+# Wikipedia markup
+# --------------------------------------------------------------------------------------
+_LINK = re.compile(r"\[\[([^\[\]|]+?)(?:\|([^\[\]]*?))?\]\]")
+_HEADING = re.compile(r"^\s*=+\s*(.*?)\s*=+\s*$")
+_TABLE_LINE = re.compile(r"^\s*(\{\||\|\}|\||!)")
+_BOLD_ITALIC = re.compile(r"'{2,}")
+_LIST_MARK = re.compile(r"^[*#:;]+\s*")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+def gensim_wiki_path() -> Path:
+    """Path of the Wikipedia extract inside the installed gensim package."""
+    from gensim.test.utils import datapath
+
+    path = Path(datapath(GENSIM_WIKI_FILE))
+    if not path.exists():
+        raise FileNotFoundError(f"gensim's test data lacks {GENSIM_WIKI_FILE}; reinstall gensim (pip install gensim)")
+    return path
+
+
+def extract_wikilinks(markup: str) -> list[tuple[str, str]]:
+    """(mention, entity) pairs of the article links in raw wiki markup.
+
+    ``[[Target|shown]]`` -> ("shown", "Target"); ``[[Target]]`` -> ("Target", "Target");
+    links into other namespaces (``File:``, ``Category:``, interlanguage) are skipped, as
+    is a ``#section`` suffix of the target. Entity titles get a capital first letter and
+    spaces for underscores, as MediaWiki resolves them.
+    """
+    pairs = []
+    for target, shown in _LINK.findall(markup):
+        if ":" in target:
+            continue
+        entity = target.split("#", 1)[0].replace("_", " ").strip()
+        mention = (shown or target).strip()
+        if not entity or not mention:
+            continue
+        pairs.append((mention, entity[0].upper() + entity[1:]))
+    return pairs
+
+
+def clean_wiki_markup(markup: str) -> str:
+    """Plain text of raw wiki markup: gensim's ``filter_wiki`` (templates, refs, links,
+    files, tags) and then what it leaves: bold/italic quotes, headings, table rows, list
+    markers, repeated blank lines. Paragraphs stay separated by a newline."""
+    from gensim.corpora.wikicorpus import filter_wiki
+
+    lines = []
+    for line in filter_wiki(markup).splitlines():
+        if _HEADING.match(line) or _TABLE_LINE.match(line):
+            continue
+        line = _SPACES.sub(" ", _LIST_MARK.sub("", _BOLD_ITALIC.sub("", line))).strip()
+        if len(line.split()) >= 3:  # drop stray captions and list stubs
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def iter_wiki_articles(path: str | os.PathLike, min_words: int = MIN_ARTICLE_WORDS) -> Iterator[Article]:
+    """Stream articles from a MediaWiki XML dump (``.bz2`` or plain), skipping redirects,
+    non-article namespaces and articles shorter than ``min_words`` words after cleaning."""
+    from gensim.corpora.wikicorpus import IGNORED_NAMESPACES, extract_pages
+
+    opener = bz2.open if str(path).endswith(".bz2") else open
+    with opener(path, "rb") as fh:
+        for title, markup, _pageid in extract_pages(fh):
+            if markup.lstrip().lower().startswith("#redirect"):
+                continue
+            if any(title.startswith(ns + ":") for ns in IGNORED_NAMESPACES):
+                continue
+            text = clean_wiki_markup(markup)
+            if len(text.split()) < min_words:
+                continue
+            yield Article(title, text, tuple(extract_wikilinks(markup)))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_wiki_articles(path: str, min_words: int) -> tuple[Article, ...]:
+    return tuple(iter_wiki_articles(path, min_words))
+
+
+def load_wiki_articles(path: str | os.PathLike | None = None, min_words: int = MIN_ARTICLE_WORDS) -> list[Article]:
+    """Cleaned articles (title, text, wikilinks) of a Wikipedia dump; gensim's by default."""
+    return list(_cached_wiki_articles(str(path or gensim_wiki_path()), min_words))
+
+
+# --------------------------------------------------------------------------------------
+# Real corpora from --data-dir
+# --------------------------------------------------------------------------------------
+def read_plain_text(path: str | os.PathLike) -> list[Article]:
+    """One document per non-empty line; titles are ``"<file stem>:<line number>"``."""
+    path = Path(path)
+    docs = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            line = line.strip()
+            if line:
+                docs.append(Article(f"{path.stem}:{i}", line))
+    return docs
+
+
+_WT_TITLE = re.compile(r"^ = ([^=].*?) = $")
+
+
+def read_wikitext(path: str | os.PathLike) -> list[Article]:
+    """Articles of a WikiText raw file: each starts at a line `` = Title = `` (one ``=``
+    each side; `` = = Section = = `` lines are headings inside it and are dropped)."""
+    docs: list[Article] = []
+    title, lines = None, []
+
+    def flush() -> None:
+        if title is not None and lines:
+            docs.append(Article(title, "\n".join(lines)))
+
+    with open(path, encoding="utf-8") as fh:
+        for raw in fh:
+            line = raw.rstrip("\n")
+            m = _WT_TITLE.match(line)
+            if m:
+                flush()
+                title, lines = m.group(1).strip(), []
+            elif line.strip() and not _HEADING.match(line):
+                lines.append(line.strip())
+    flush()
+    return docs
+
+
+def split_documents(docs: Sequence[Article], seed: int, val_frac: float = 0.1, test_frac: float = 0.1):
+    """Shuffle documents with ``seed`` and cut them into (train, validation, test)."""
+    if not 0 <= val_frac < 1 or not 0 <= test_frac < 1 or val_frac + test_frac >= 1:
+        raise ValueError(f"val_frac={val_frac}, test_frac={test_frac}: each in [0, 1) with sum < 1")
+    if len(docs) < 3:
+        raise ValueError(f"need at least 3 documents to split, got {len(docs)}")
+    order = np.random.default_rng(seed).permutation(len(docs))
+    n_test = max(1, round(test_frac * len(docs)))
+    n_val = max(1, round(val_frac * len(docs)))
+    pick = lambda idx: [docs[i] for i in sorted(idx)]  # noqa: E731  (keep the file's order)
+    return pick(order[n_test + n_val :]), pick(order[n_test : n_test + n_val]), pick(order[:n_test])
+
+
+def load_corpus(
+    name: str = "gensim_wiki",
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+) -> TextCorpus:
+    """A corpus by name (``gensim_wiki`` offline, ``plain`` / ``wikitext`` from data_dir).
+
+    Files given as validation/test splits are used as such; otherwise the documents are
+    split by document with ``seed``.
+    """
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+    if name == "gensim_wiki":
+        return TextCorpus(*split_documents(load_wiki_articles(), seed, val_frac, test_frac), name=name)
+    if data_dir is None:
+        raise FileNotFoundError(f"corpus {name!r} needs --data-dir; {_EXPECTED[name]}")
+    root = Path(data_dir)
+    names = {"plain": ("train.txt", "valid.txt", "test.txt"), "wikitext": ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw")}[name]
+    reader = read_plain_text if name == "plain" else read_wikitext
+    found = [_find(root, n) for n in names]
+    if found[0] is None:
+        raise FileNotFoundError(f"no {names[0]} under {root}; {_EXPECTED[name]}")
+    train = reader(found[0])
+    if found[1] is not None and found[2] is not None:
+        return TextCorpus(train, reader(found[1]), reader(found[2]), name=name)
+    return TextCorpus(*split_documents(train, seed, val_frac, test_frac), name=name)
+
+
+_EXPECTED = {
+    "plain": "put train.txt (and optionally valid.txt, test.txt), one document per line, in it",
+    "wikitext": "put WikiText raw files wiki.train.raw, wiki.valid.raw, wiki.test.raw "
+    "(from wikitext-103-raw-v1.zip or wikitext-2-raw-v1.zip) in it",
+}
+
+
+def _find(root: Path, filename: str) -> Path | None:
+    if (root / filename).is_file():
+        return root / filename
+    return next(iter(sorted(root.glob(f"*/{filename}"))), None)
+
+
+# --------------------------------------------------------------------------------------
+# Tokenizer and word <-> token spans
+# --------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``$ICLRBENCH_CACHE`` or ``~/.cache/iclrbench``."""
+    path = Path(os.environ.get("ICLRBENCH_CACHE", Path.home() / ".cache" / "iclrbench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = True, cache: bool = True):
+    """A BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts``.
+
+    Cached on disk under :func:`cache_dir` by a hash of the texts and settings, so every
+    subprocess of a run loads the same tokenizer. Special tokens are ``SPECIAL_TOKENS``
+    with ids 0..4.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < len(SPECIAL_TOKENS) + 26:
+        raise ValueError(f"vocab_size must be >= {len(SPECIAL_TOKENS) + 26}, got {vocab_size}")
+    digest = hashlib.sha256(f"{vocab_size}|{lowercase}|".encode())
+    for t in texts:
+        digest.update(t.encode())
+        digest.update(b"\0")
+    path = cache_dir() / f"wordpiece-{digest.hexdigest()[:16]}.json"
+    if cache and path.exists():
+        return Tokenizer.from_file(str(path))
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    if cache:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tok.save(str(tmp))
+        os.replace(tmp, path)
+    return tok
+
+
+def words_of(tokenizer, text: str) -> list[str]:
+    """The tokenizer's words of ``text`` (normalised, pre-tokenised: punctuation apart)."""
+    normalized = tokenizer.normalizer.normalize_str(text) if tokenizer.normalizer else text
+    return [w for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+
+
+@dataclass
+class Chunk:
+    """One training sequence ``[CLS] tokens [SEP]`` made of whole words.
+
+    ``word_spans[k] = (start, end)``: token positions of the chunk's k-th word (position 0
+    is [CLS]); ``words[k]`` its normalised string; ``doc`` the index of its document.
+    """
+
+    input_ids: np.ndarray  # (T,) int64
+    word_spans: list[tuple[int, int]]
+    words: list[str]
+    doc: int = 0
+    extra: dict = field(default_factory=dict)  # per-chunk caches (e.g. n-gram matches)
+
+
+def encode_chunks(tokenizer, docs: Sequence[str], max_len: int = 128) -> list[Chunk]:
+    """Tokenise documents and pack each one's words greedily into chunks of at most
+    ``max_len`` tokens including [CLS] and [SEP]; a word never straddles two chunks
+    (a single word longer than ``max_len - 2`` tokens is truncated)."""
+    if max_len < 4:
+        raise ValueError(f"max_len must be >= 4, got {max_len}")
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    room = max_len - 2
+    chunks: list[Chunk] = []
+    encodings = tokenizer.encode_batch(list(docs), add_special_tokens=False)
+    for d, (text, enc) in enumerate(zip(docs, encodings)):
+        words = words_of(tokenizer, text)
+        per_word: list[list[int]] = [[] for _ in words]
+        for tid, wid in zip(enc.ids, enc.word_ids):
+            if wid is not None:
+                per_word[wid].append(tid)
+        ids, spans, ws = [cls_id], [], []
+        for word, toks in zip(words, per_word):
+            toks = toks[:room]
+            if not toks:
+                continue
+            if len(ids) - 1 + len(toks) > room:
+                chunks.append(Chunk(np.array(ids + [sep_id], dtype=np.int64), spans, ws, d))
+                ids, spans, ws = [cls_id], [], []
+            spans.append((len(ids), len(ids) + len(toks)))
+            ws.append(word)
+            ids.extend(toks)
+        if spans:
+            chunks.append(Chunk(np.array(ids + [sep_id], dtype=np.int64), spans, ws, d))
+    return chunks
+
+
+def pad_batch(sequences: Sequence[np.ndarray], pad_id: int = 0, fill: int | None = None) -> torch.Tensor:
+    """(B, T_max) int64 tensor of right-padded sequences."""
+    T = max(len(s) for s in sequences)
+    out = np.full((len(sequences), T), pad_id if fill is None else fill, dtype=np.int64)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = s
+    return torch.from_numpy(out)
+
+
+# --------------------------------------------------------------------------------------
+# A downstream task the embedded data supports
+# --------------------------------------------------------------------------------------
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def split_sentences(text: str, min_words: int = 6) -> list[str]:
+    """Sentences of plain text (split after . ! ? before a capital); short ones dropped."""
+    out = []
+    for para in text.splitlines():
+        out.extend(s.strip() for s in _SENTENCE_END.split(para) if len(s.split()) >= min_words)
+    return out
+
+
+def sentence_classification_data(
+    docs: Sequence[Article], seed: int, per_doc: int = 40, test_frac: float = 0.3, min_words: int = 6
+) -> tuple[list[str], list[int], list[str], list[int]]:
+    """"Which document does this sentence come from?": up to ``per_doc`` sentences of each
+    document (label = its index in ``docs``), split into (train_x, train_y, test_x, test_y)
+    per document with ``seed``. Documents with fewer than 4 sentences are left out."""
+    rng = np.random.default_rng(seed)
+    tr_x, tr_y, te_x, te_y = [], [], [], []
+    for label, doc in enumerate(docs):
+        sents = split_sentences(doc.text, min_words)
+        if len(sents) < 4:
+            continue
+        pick = rng.permutation(len(sents))[:per_doc]
+        n_test = max(1, round(test_frac * len(pick)))
+        for j, i in enumerate(pick):
+            (te_x if j < n_test else tr_x).append(sents[i])
+            (te_y if j < n_test else tr_y).append(label)
+    if not tr_x:
+        raise ValueError("no document has 4 or more sentences; cannot build the classification task")
+    return tr_x, tr_y, te_x, te_y
+
+
+# --------------------------------------------------------------------------------------
+# DataModule
+# --------------------------------------------------------------------------------------
+class MLMDataModule(L.LightningDataModule):
+    """Chunks of a corpus for masked-LM pretraining.
+
+    ``collate_fn(list[Chunk]) -> dict of tensors`` is where a masking scheme comes in
+    (see ``lit_modules.pmi_masking.MaskingCollator``); the DataModule knows no masking.
+    The tokenizer is trained on the training split only.
+    """
+
+    def __init__(
+        self,
+        corpus: str = "gensim_wiki",
+        data_dir: str | None = None,
+        seed: int = 0,
+        vocab_size: int = 8000,
+        max_len: int = 128,
+        batch_size: int = 32,
+        val_frac: float = 0.1,
+        test_frac: float = 0.1,
+        collate_fn: Callable[[list[Chunk]], dict] | None = None,
+    ) -> None:
+        super().__init__()
+        self.corpus_name, self.data_dir, self.seed = corpus, data_dir, seed
+        self.vocab_size, self.max_len, self.batch_size = vocab_size, max_len, batch_size
+        self.val_frac, self.test_frac = val_frac, test_frac
+        self.collate_fn = collate_fn
+        self.corpus: TextCorpus | None = None
+        self.tokenizer = None
+        self.chunks: dict[str, list[Chunk]] = {}
+
+    def prepare(self) -> "MLMDataModule":
+        """Load, split, train the tokenizer, chunk every split (idempotent)."""
+        if self.corpus is None:
+            self.corpus = load_corpus(self.corpus_name, self.data_dir, self.seed, self.val_frac, self.test_frac)
+            self.tokenizer = train_wordpiece([a.text for a in self.corpus.train], self.vocab_size)
+            for split in ("train", "validation", "test"):
+                self.chunks[split] = encode_chunks(self.tokenizer, [a.text for a in self.corpus.split(split)], self.max_len)
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def train_words(self) -> Iterable[list[str]]:
+        """The training split as word lists, one per document (re-iterable)."""
+        self.prepare()
+        return _WordsView(self.tokenizer, [a.text for a in self.corpus.train])
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.collate_fn is None:
+            raise ValueError("MLMDataModule needs a collate_fn (a masker) before making loaders")
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.chunks[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate_fn, generator=gen)
+
+    def train_dataloader(self) -> DataLoader:
+        self.prepare()
+        return self._loader("train", shuffle=True)
+
+
+class _WordsView:
+    """Re-iterable view of documents as word lists (streams; nothing is kept)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str]) -> None:
+        self.tokenizer, self.texts = tokenizer, texts
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for t in self.texts:
+            yield words_of(self.tokenizer, t)
+
+    def __len__(self) -> int:
+        return len(self.texts)
