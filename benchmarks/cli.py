@@ -126,9 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan(opts)  # validates every name before anything runs
     _preflight_data(opts)
     run_dir = execute_run(opts)
-    import pandas as pd
+    from benchmarks.results import read_rows
 
-    df = pd.read_csv(run_dir / "summary.csv")
+    df = read_rows(run_dir / "summary.csv")
     return EXIT_UNITS_FAILED if (df["status"] != "ok").any() else EXIT_OK
 
 

@@ -202,8 +202,22 @@ def register_benchmark(factory: Callable[[], Benchmark]) -> Callable[[], Benchma
     return factory
 
 
+PLUGINS_ENV = "ICLRBENCH_PLUGINS"
+
+
 def _load_specs() -> None:
-    import benchmarks.specs  # noqa: F401  (imports every spec module, in one place)
+    """Import every spec module (in one place) and any user plugins: a comma-separated
+    list of importable modules in ``$ICLRBENCH_PLUGINS`` that register more benchmarks."""
+    import importlib
+    import os
+
+    import benchmarks.specs  # noqa: F401
+
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"cannot import plugin module {module!r} named in ${PLUGINS_ENV}: {exc}") from exc
 
 
 def list_benchmarks() -> list[str]:

@@ -48,6 +48,16 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.reindex(columns=SCHEMA + extra).to_csv(index=False))
 
 
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """``pd.read_csv`` where only empty cells are missing: a variant named ``nan`` or
+    ``None`` stays a string (pandas' default would turn it into NaN)."""
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for col in ("value", "step", "seed", "wall_s", "peak_mem_mb"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
 def read_results(path: str | Path, what: str = "results CSV") -> pd.DataFrame:
     """Read and validate a results CSV; :class:`BadResultsError` says what is wrong."""
     path = Path(path)
@@ -56,7 +66,7 @@ def read_results(path: str | Path, what: str = "results CSV") -> pd.DataFrame:
     if not path.is_file():
         raise BadResultsError(f"{what} not found: {path}")
     try:
-        df = pd.read_csv(path, keep_default_na=True)
+        df = read_rows(path)
     except pd.errors.EmptyDataError:
         raise BadResultsError(f"{what} is empty: {path}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

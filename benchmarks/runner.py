@@ -26,10 +26,11 @@ from typing import Any, Callable
 import pandas as pd
 
 from benchmarks.registry import PRESETS, Benchmark, get_benchmark, lookup
-from benchmarks.results import SCHEMA, atomic_write_text, concat_rows, write_csv
+from benchmarks.results import SCHEMA, atomic_write_text, concat_rows, read_rows, write_csv
 
 DEFAULT_SEEDS = {"smoke": 1, "quick": 2, "full": 3}
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CODE_PATHS = ("benchmarks", "lit_modules", "datamodules", "pyproject.toml", "constraints.txt")  # what a run's numbers depend on
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -83,7 +84,7 @@ def _git(*args: str) -> str | None:
 def code_version() -> tuple[str, bool, str]:
     """(git sha, dirty, a fingerprint of sha + uncommitted changes)."""
     sha = (_git("rev-parse", "HEAD") or "").strip() or "unknown"
-    diff = _git("diff", "HEAD", "--", ".", ":(exclude)results") or ""
+    diff = _git("diff", "HEAD", "--", *CODE_PATHS) or ""
     dirty = bool(diff.strip())
     fingerprint = sha + (hashlib.sha1(diff.encode()).hexdigest() if dirty else "")
     return sha, dirty, fingerprint
@@ -255,7 +256,7 @@ def load_units(run_dir: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for path in sorted((run_dir / "units").glob("*.csv")):
         try:
-            out[path.stem] = pd.read_csv(path)
+            out[path.stem] = read_rows(path)
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             continue  # a stray file; the unit will be run again
     return out

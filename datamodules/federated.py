@@ -102,8 +102,8 @@ def label_skew(labels: np.ndarray, parts: list[np.ndarray]) -> float:
 
 
 # -------------------------------------------------------------------------------- loaders
-def load_emnist(data_dir: str | Path | None, split: str = "byclass") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """EMNIST as {"train": (x uint8 [n,1,28,28], y int64), "test": ...} via torchvision."""
+def ensure_emnist(data_dir: str | Path | None, split: str = "byclass") -> Path:
+    """The folder holding EMNIST's uncompressed IDX files, or a one-line error saying where to put them."""
     from torchvision.datasets import EMNIST
 
     if split not in EMNIST_CLASSES:
@@ -118,6 +118,14 @@ def load_emnist(data_dir: str | Path | None, split: str = "byclass") -> dict[str
             f"EMNIST not found: expected {', '.join(missing)} in {raw} (unzip gzip.zip from "
             f"{EMNIST.url} and gunzip the {split} files there)"
         )
+    return raw
+
+
+def load_emnist(data_dir: str | Path | None, split: str = "byclass") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """EMNIST as {"train": (x uint8 [n,1,28,28], y int64), "test": ...} via torchvision."""
+    from torchvision.datasets import EMNIST
+
+    ensure_emnist(data_dir, split)
     out = {}
     for part in ("train", "test"):
         ds = EMNIST(str(Path(data_dir).expanduser()), split=split, train=part == "train", download=False)
@@ -126,8 +134,8 @@ def load_emnist(data_dir: str | Path | None, split: str = "byclass") -> dict[str
     return out
 
 
-def load_cifar100(data_dir: str | Path | None, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """CIFAR-100 from ``data_dir/cifar-100-python`` as {"train": (x uint8 NCHW, fine y), "test": ...}."""
+def ensure_cifar100(data_dir: str | Path | None, download: bool = True) -> Path:
+    """``data_dir/cifar-100-python`` (downloaded when missing and online), or a one-line error."""
     if data_dir is None:
         raise DatasetNotFoundError("cifar100 needs --data-dir PATH (the folder that holds cifar-100-python/)")
     root = Path(data_dir).expanduser()
@@ -143,6 +151,12 @@ def load_cifar100(data_dir: str | Path | None, download: bool = True) -> dict[st
             f"CIFAR-100 not found: expected {', '.join(missing)} in {folder} (the python version, "
             f"{CIFAR100_URL}); no network to download it. Extract the archive under {root}."
         )
+    return folder
+
+
+def load_cifar100(data_dir: str | Path | None, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """CIFAR-100 from ``data_dir/cifar-100-python`` as {"train": (x uint8 NCHW, fine y), "test": ...}."""
+    folder = ensure_cifar100(data_dir, download)
     out = {}
     for part in ("train", "test"):
         x, y = _load_cifar_batch(folder / part)  # reads "fine_labels" when "labels" is absent
@@ -191,6 +205,13 @@ class FederatedDataModule(L.LightningDataModule):
     def _require_setup(self) -> None:
         if not self.x:
             raise RuntimeError("call setup() before reading the federated data")
+
+    def prepare_data(self) -> None:
+        """Fail within seconds when a real dataset is missing (digits needs nothing)."""
+        if self.hparams.name == "emnist":
+            ensure_emnist(self.hparams.data_dir, self.hparams.emnist_split)
+        elif self.hparams.name == "cifar100":
+            ensure_cifar100(self.hparams.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.x:

@@ -93,7 +93,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
-        batch = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+        raw = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+    batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}  # py2 str or py3 bytes keys
     data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     labels = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
     return data, labels

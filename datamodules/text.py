@@ -26,11 +26,13 @@ from __future__ import annotations
 import bz2
 import functools
 import hashlib
+import json
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
@@ -143,9 +145,23 @@ def iter_wiki_articles(path: str | os.PathLike, min_words: int = MIN_ARTICLE_WOR
             yield Article(title, text, tuple(extract_wikilinks(markup)))
 
 
+CLEANER_VERSION = 1  # bump when clean_wiki_markup / extract_wikilinks change: invalidates disk caches
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_wiki_articles(path: str, min_words: int) -> tuple[Article, ...]:
-    return tuple(iter_wiki_articles(path, min_words))
+    """Articles of a dump, cached in memory and as JSON under :func:`cache_dir`."""
+    stat = Path(path).stat()
+    key = hashlib.sha256(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{min_words}|{CLEANER_VERSION}".encode())
+    cached = cache_dir() / f"wiki-articles-{key.hexdigest()[:16]}.json"
+    if cached.exists():
+        rows = json.loads(cached.read_text(encoding="utf-8"))
+        return tuple(Article(r["title"], r["text"], tuple(map(tuple, r["links"]))) for r in rows)
+    articles = tuple(iter_wiki_articles(path, min_words))
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps([{"title": a.title, "text": a.text, "links": a.links} for a in articles]), encoding="utf-8")
+    os.replace(tmp, cached)
+    return articles
 
 
 def load_wiki_articles(path: str | os.PathLike | None = None, min_words: int = MIN_ARTICLE_WORDS) -> list[Article]:
@@ -291,10 +307,36 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: boo
     return tok
 
 
+def _words_from_encoding(text: str, enc) -> tuple[list[str], list[list[int]]]:
+    """(words, token ids per word) of an encoding: a word is the join of its WordPiece
+    tokens (``##`` removed), i.e. the normalised word; an [UNK] word is the lower-cased
+    source text under its offsets."""
+    words: list[str] = []
+    ids: list[list[int]] = []
+    last = None
+    for tid, tok, wid, (a, b) in zip(enc.ids, enc.tokens, enc.word_ids, enc.offsets):
+        if wid is None:
+            continue
+        piece = text[a:b].lower() if tok == "[UNK]" else tok.removeprefix("##")
+        if wid != last:
+            words.append(piece)
+            ids.append([tid])
+            last = wid
+        else:
+            words[-1] += piece
+            ids[-1].append(tid)
+    return words, ids
+
+
 def words_of(tokenizer, text: str) -> list[str]:
     """The tokenizer's words of ``text`` (normalised, pre-tokenised: punctuation apart)."""
-    normalized = tokenizer.normalizer.normalize_str(text) if tokenizer.normalizer else text
-    return [w for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+    return _words_from_encoding(text, tokenizer.encode(text, add_special_tokens=False))[0]
+
+
+def encode_words(tokenizer, docs: Sequence[str]) -> list[tuple[list[str], list[list[int]]]]:
+    """Each document as (words, token ids per word), encoded in one batched call."""
+    encodings = tokenizer.encode_batch(list(docs), add_special_tokens=False)
+    return [_words_from_encoding(t, e) for t, e in zip(docs, encodings)]
 
 
 @dataclass
@@ -312,27 +354,19 @@ class Chunk:
     extra: dict = field(default_factory=dict)  # per-chunk caches (e.g. n-gram matches)
 
 
-def encode_chunks(tokenizer, docs: Sequence[str], max_len: int = 128) -> list[Chunk]:
-    """Tokenise documents and pack each one's words greedily into chunks of at most
-    ``max_len`` tokens including [CLS] and [SEP]; a word never straddles two chunks
-    (a single word longer than ``max_len - 2`` tokens is truncated)."""
+def chunk_words(tokenizer, encoded: Sequence[tuple[list[str], list[list[int]]]], max_len: int = 128) -> list[Chunk]:
+    """Pack each document's words greedily into chunks of at most ``max_len`` tokens
+    including [CLS] and [SEP]; a word never straddles two chunks (a single word longer
+    than ``max_len - 2`` tokens is truncated)."""
     if max_len < 4:
         raise ValueError(f"max_len must be >= 4, got {max_len}")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     room = max_len - 2
     chunks: list[Chunk] = []
-    encodings = tokenizer.encode_batch(list(docs), add_special_tokens=False)
-    for d, (text, enc) in enumerate(zip(docs, encodings)):
-        words = words_of(tokenizer, text)
-        per_word: list[list[int]] = [[] for _ in words]
-        for tid, wid in zip(enc.ids, enc.word_ids):
-            if wid is not None:
-                per_word[wid].append(tid)
+    for d, (words, per_word) in enumerate(encoded):
         ids, spans, ws = [cls_id], [], []
         for word, toks in zip(words, per_word):
             toks = toks[:room]
-            if not toks:
-                continue
             if len(ids) - 1 + len(toks) > room:
                 chunks.append(Chunk(np.array(ids + [sep_id], dtype=np.int64), spans, ws, d))
                 ids, spans, ws = [cls_id], [], []
@@ -342,6 +376,11 @@ def encode_chunks(tokenizer, docs: Sequence[str], max_len: int = 128) -> list[Ch
         if spans:
             chunks.append(Chunk(np.array(ids + [sep_id], dtype=np.int64), spans, ws, d))
     return chunks
+
+
+def encode_chunks(tokenizer, docs: Sequence[str], max_len: int = 128) -> list[Chunk]:
+    """Tokenise documents and pack them into whole-word chunks (see :func:`chunk_words`)."""
+    return chunk_words(tokenizer, encode_words(tokenizer, docs), max_len)
 
 
 def pad_batch(sequences: Sequence[np.ndarray], pad_id: int = 0, fill: int | None = None) -> torch.Tensor:
@@ -422,21 +461,40 @@ class MLMDataModule(L.LightningDataModule):
         self.chunks: dict[str, list[Chunk]] = {}
 
     def prepare(self) -> "MLMDataModule":
-        """Load, split, train the tokenizer, chunk every split (idempotent)."""
-        if self.corpus is None:
-            self.corpus = load_corpus(self.corpus_name, self.data_dir, self.seed, self.val_frac, self.test_frac)
-            self.tokenizer = train_wordpiece([a.text for a in self.corpus.train], self.vocab_size)
-            for split in ("train", "validation", "test"):
-                self.chunks[split] = encode_chunks(self.tokenizer, [a.text for a in self.corpus.split(split)], self.max_len)
+        """Load, split, train the tokenizer, chunk every split (idempotent). The chunks are
+        cached on disk by the tokenizer's and the split's content, for the next process."""
+        if self.corpus is not None:
+            return self
+        self.corpus = load_corpus(self.corpus_name, self.data_dir, self.seed, self.val_frac, self.test_frac)
+        self.tokenizer = train_wordpiece([a.text for a in self.corpus.train], self.vocab_size)
+        key = hashlib.sha256(self.tokenizer.to_str().encode())
+        for split in ("train", "validation", "test"):
+            for a in self.corpus.split(split):
+                key.update(f"{split}|{a.title}|{len(a.text)}".encode())
+        key.update(f"{self.max_len}|{CLEANER_VERSION}".encode())
+        path = cache_dir() / f"chunks-{key.hexdigest()[:16]}.pkl"
+        if path.exists():
+            with open(path, "rb") as fh:
+                self.chunks, self._train_words = pickle.load(fh)
+            return self
+        for split in ("train", "validation", "test"):
+            encoded = encode_words(self.tokenizer, [a.text for a in self.corpus.split(split)])
+            self.chunks[split] = chunk_words(self.tokenizer, encoded, self.max_len)
+            if split == "train":
+                self._train_words = [words for words, _ in encoded]
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump((self.chunks, self._train_words), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
         return self
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
-    def train_words(self) -> Iterable[list[str]]:
-        """The training split as word lists, one per document (re-iterable)."""
+    def train_words(self) -> list[list[str]]:
+        """The training split as the tokenizer's word lists, one per document."""
         self.prepare()
-        return _WordsView(self.tokenizer, [a.text for a in self.corpus.train])
+        return self._train_words
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.collate_fn is None:
@@ -447,17 +505,3 @@ class MLMDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.prepare()
         return self._loader("train", shuffle=True)
-
-
-class _WordsView:
-    """Re-iterable view of documents as word lists (streams; nothing is kept)."""
-
-    def __init__(self, tokenizer, texts: Sequence[str]) -> None:
-        self.tokenizer, self.texts = tokenizer, texts
-
-    def __iter__(self) -> Iterator[list[str]]:
-        for t in self.texts:
-            yield words_of(self.tokenizer, t)
-
-    def __len__(self) -> int:
-        return len(self.texts)

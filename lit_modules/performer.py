@@ -96,13 +96,10 @@ def orthogonal_gaussian_matrix(
     draw = lambda *shape: torch.randn(*shape, generator=generator, device=device)  # noqa: E731
     if not orthogonal:
         return draw(m, d)
-    blocks = []
-    for start in range(0, m, d):
-        gaussian = draw(d, d)
-        q, r = torch.linalg.qr(gaussian)
-        q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # Haar: fix the signs (Mezzadri 2007)
-        blocks.append(q.T[: min(d, m - start)])  # rows of Qᵀ are orthonormal
-    directions = torch.cat(blocks)  # (M, D), unit rows
+    n_blocks = -(-m // d)  # ceil(m / d); the last block is truncated
+    q, r = torch.linalg.qr(draw(n_blocks, d, d))  # batched QR of Gaussian D x D blocks
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar: fix the signs (Mezzadri 2007)
+    directions = q.transpose(-2, -1).reshape(n_blocks * d, d)[:m]  # rows of each Qᵀ are orthonormal; (M, D)
     norms = draw(m, d).norm(dim=1, keepdim=True)  # chi_D lengths of Gaussian vectors
     return directions * norms
 

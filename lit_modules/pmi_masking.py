@@ -234,17 +234,24 @@ def mask_budget(n_tokens: int, rate: float = MASK_RATE) -> int:
 
 
 def replace_units(
-    input_ids: np.ndarray, units: Sequence[Span], rng: np.random.Generator, mask_id: int, vocab_size: int, first_regular_id: int
+    input_ids: np.ndarray,
+    units: Sequence[Span],
+    rng: np.random.Generator,
+    mask_id: int,
+    vocab_size: int,
+    first_regular_id: int,
+    probs: Sequence[float] = REPLACE_PROBS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT's 80/10/10 per unit: all tokens of a unit become [MASK] (80%), random regular
-    tokens (10%), or stay (10%). Returns (inputs, labels) with labels -100 off the units."""
+    """BERT's 80/10/10 per unit: all tokens of a unit become [MASK] (probs[0]), random
+    regular tokens (probs[1]), or stay (probs[2]). Returns (inputs, labels) with labels
+    -100 off the units."""
     inputs, labels = input_ids.copy(), np.full_like(input_ids, -100)
     for s, e in units:
         labels[s:e] = input_ids[s:e]
         r = rng.random()
-        if r < REPLACE_PROBS[0]:
+        if r < probs[0]:
             inputs[s:e] = mask_id
-        elif r < REPLACE_PROBS[0] + REPLACE_PROBS[1]:
+        elif r < probs[0] + probs[1]:
             inputs[s:e] = rng.integers(first_regular_id, vocab_size, size=e - s)
     return inputs, labels
 
@@ -267,6 +274,7 @@ class Masker:
         max_n: int = 5,
         span_p: float = SPAN_P,
         span_max: int = SPAN_MAX,
+        replace_probs: Sequence[float] = REPLACE_PROBS,
     ) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown masking scheme {scheme!r}; known: {', '.join(SCHEMES)}")
@@ -274,6 +282,9 @@ class Masker:
             raise ValueError("scheme 'pmi' needs a non-empty n-gram vocabulary")
         if not 0 < rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {rate}")
+        if len(replace_probs) != 3 or min(replace_probs) < 0 or not math.isclose(sum(replace_probs), 1.0):
+            raise ValueError(f"replace_probs must be 3 non-negative numbers summing to 1, got {tuple(replace_probs)}")
+        self.replace_probs = tuple(replace_probs)
         self.scheme, self.mask_id, self.vocab_size, self.first_regular_id = scheme, mask_id, vocab_size, first_regular_id
         self.rate, self.vocab, self.max_n, self.span_p, self.span_max = rate, vocab, max_n, span_p, span_max
 
@@ -295,7 +306,8 @@ class Masker:
     __call__ = units
 
     def mask(self, chunk, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        return replace_units(chunk.input_ids, self.units(chunk, rng), rng, self.mask_id, self.vocab_size, self.first_regular_id)
+        units = self.units(chunk, rng)
+        return replace_units(chunk.input_ids, units, rng, self.mask_id, self.vocab_size, self.first_regular_id, self.replace_probs)
 
 
 class MaskingCollator:

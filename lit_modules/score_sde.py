@@ -131,6 +131,7 @@ class VPSDE(SDE):
         if not 0 < beta_min < beta_max:
             raise ValueError(f"need 0 < beta_min < beta_max; got {beta_min}, {beta_max}")
         self.beta_0, self.beta_1 = beta_min, beta_max
+        self.discrete_ok = beta_max / N < 1  # DDPM's rule needs every beta_i = beta(i/N)/N < 1
         self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N)  # DDPM's beta_i = beta(i/N)/N
         self.alphas = 1.0 - self.discrete_betas
 
@@ -149,8 +150,14 @@ class VPSDE(SDE):
         lmc = self.log_mean_coeff(t)
         return torch.exp(lmc), torch.sqrt(-torch.expm1(2 * lmc))
 
+    def check_discrete(self) -> None:
+        if not self.discrete_ok:
+            raise ValueError(f"{type(self).__name__} with N={self.N} has beta_max/N >= 1: the DDPM discretisation "
+                             f"needs N > beta_max = {self.beta_1}")
+
     def discretize(self, x, t):
         """DDPM rule: x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z_i."""
+        self.check_discrete()
         i = self.timestep(t)
         beta = self.discrete_betas.to(t.device)[i]
         return (_bcast(torch.sqrt(1 - beta), x) - 1) * x, torch.sqrt(beta)
@@ -256,6 +263,7 @@ def ancestral_predictor(sde, score_fn, x, t):
         std = torch.sqrt(adjacent**2 * (sigma**2 - adjacent**2) / sigma**2)
         return x_mean + _bcast(std, x) * torch.randn_like(x), x_mean
     if type(sde) is VPSDE:
+        sde.check_discrete()
         beta = sde.discrete_betas.to(t.device)[i]
         x_mean = (x + _bcast(beta, x) * score) / _bcast(torch.sqrt(1 - beta), x)
         return x_mean + _bcast(torch.sqrt(beta), x) * torch.randn_like(x), x_mean
@@ -266,6 +274,7 @@ def ancestral_predictor(sde, score_fn, x, t):
 def langevin_corrector(sde, score_fn, x, t, snr: float, n_steps: int):
     """Annealed Langevin steps with step size 2 alpha_i (snr ||z|| / ||score||)^2 (Algorithm 5)."""
     if isinstance(sde, VPSDE):  # VP and sub-VP, as in the reference
+        sde.check_discrete()
         alpha = sde.alphas.to(t.device)[sde.timestep(t)]
     else:
         alpha = torch.ones_like(t)
@@ -555,16 +564,18 @@ def score_from_noise_net(sde: SDE, net: nn.Module) -> ScoreFn:
     return score_fn
 
 
-def dsm_loss(sde: SDE, score_fn: ScoreFn, x0: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Denoising score matching with lambda(t) = std_t^2, t ~ U(eps, T) (eq. 7; reduce = sum over D).
+def dsm_loss(sde: SDE, score_fn: ScoreFn, x0: torch.Tensor, eps: float = 1e-5, reduce_mean: bool = False) -> torch.Tensor:
+    """Denoising score matching with lambda(t) = std_t^2, t ~ U(eps, T) (eq. 7).
 
-    sum_D (std_t s(x_t, t) + z)^2, averaged over the batch, with x_t = alpha_t x0 + std_t z.
+    sum_D (std_t s(x_t, t) + z)^2 (or the mean over D, the reference's ``reduce_mean`` of its
+    VP configs), averaged over the batch, with x_t = alpha_t x0 + std_t z.
     """
     t = torch.rand(x0.shape[0], device=x0.device) * (sde.T - eps) + eps
     z = torch.randn_like(x0)
     mean, std = sde.marginal_prob(x0, t)
     score = score_fn(mean + _bcast(std, x0) * z, t)
-    return _sum_except_batch((score * _bcast(std, x0) + z) ** 2).mean()
+    per_example = _sum_except_batch((score * _bcast(std, x0) + z) ** 2)
+    return (per_example / x0[0].numel() if reduce_mean else per_example).mean()
 
 
 def ema_with_warmup(decay: float):
@@ -601,6 +612,7 @@ class ScoreSDEModule(L.LightningModule):
         warmup: int = 5000,
         ema_decay: float = 0.9999,
         train_eps: float = 1e-5,
+        reduce_mean: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -617,7 +629,8 @@ class ScoreSDEModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
-        loss = dsm_loss(self.sde, score_from_noise_net(self.sde, self.net), x0, self.hparams.train_eps)
+        loss = dsm_loss(self.sde, score_from_noise_net(self.sde, self.net), x0, self.hparams.train_eps,
+                        self.hparams.reduce_mean)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 

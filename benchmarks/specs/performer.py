@@ -1,0 +1,407 @@
+"""Performer (FAVOR+) vs exact softmax attention (paper 2).
+
+``run`` trains the same encoder with either attention on a Long Range Arena style task.
+Extras: ``estimator_error`` (attention-output MSE vs the number of random features, for
+positive/trig x orthogonal/iid features) and ``scaling`` (time and peak memory of one
+forward+backward of the attention alone vs sequence length, for softmax, FAVOR+,
+PyTorch's fused ``scaled_dot_product_attention`` and, when installed, performer-pytorch's
+``FastAttention``; a point over the time limit or the memory budget is recorded as a
+value, not run).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import statistics
+import time
+from typing import Callable
+
+import lightning as L
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, register_benchmark
+from benchmarks.train import StepTimer, count_parameters, eval_throughput, make_trainer
+from benchmarks.unit import Measurement, UnitContext
+from benchmarks.verdict import band, seed_stats
+from datamodules.sequences import SequenceDataModule
+from lit_modules.performer import SequenceClassifier, favor_attention, orthogonal_gaussian_matrix, softmax_attention
+
+MODEL_KEYS = (
+    "attention", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "nb_features", "kernel", "orthogonal",
+    "redraw_interval", "lr", "weight_decay", "warmup_steps", "max_steps",
+)
+DATA_KEYS = ("batch_size", "num_train", "num_val", "num_test", "min_length", "max_length", "max_depth", "max_args", "side")
+OVER_TIME, OVER_MEMORY, OUT_OF_MEMORY = 1.0, 2.0, 3.0  # codes of the over_limit metric
+
+
+def sequences(config: dict, data_dir: str | None, seed: int, name: str = "listops") -> SequenceDataModule:
+    return SequenceDataModule(name=name, data_dir=data_dir, seed=seed, **{k: config[k] for k in DATA_KEYS})
+
+
+def build_module(config: dict, dm: SequenceDataModule) -> SequenceClassifier:
+    return SequenceClassifier(dm.vocab_size, dm.num_classes, dm.max_len, **{k: config[k] for k in MODEL_KEYS})
+
+
+class ValCurve(L.Callback):
+    """Validation accuracy after each validation run, keyed by the training step."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val/accuracy" in trainer.callback_metrics:
+            self.points.append((trainer.global_step, float(trainer.callback_metrics["val/accuracy"])))
+
+
+def run(ctx: UnitContext) -> list[Measurement]:
+    """Train one variant (softmax or FAVOR+ attention) with one seed; test it."""
+    cfg = ctx.config
+    dm = ctx.datamodule()
+    dm.setup("fit")
+    module = build_module(cfg, dm)
+    timer, curve = StepTimer(), ValCurve()
+    validation = (
+        dict(val_check_interval=cfg["val_every"], check_val_every_n_epoch=None) if cfg["val_every"] else dict(limit_val_batches=0)
+    )
+    trainer = make_trainer(ctx, callbacks=[timer, curve], max_steps=cfg["max_steps"], **validation)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    fit_s = time.perf_counter() - start
+    (test,) = trainer.test(module, datamodule=dm, verbose=False)
+    steps = sorted(timer.step_times[5:]) or [fit_s / max(1, cfg["max_steps"])]
+    median_step = steps[len(steps) // 2]
+    tokens, mask, _ = next(iter(dm.test_dataloader()))
+    out = [
+        Measurement("accuracy", test["test/accuracy"]),
+        Measurement("test_examples", test["test/count"]),
+        Measurement("params", count_parameters(module)),
+        Measurement("sequence_length", tokens.shape[1]),
+        Measurement("step_time_ms", 1e3 * median_step),
+        Measurement("train_throughput", cfg["batch_size"] / median_step),
+        Measurement("eval_throughput", eval_throughput(_Masked(module.net, mask), tokens)),
+    ]
+    out += [Measurement("val_accuracy", acc, step=step) for step, acc in curve.points]
+    return out
+
+
+class _Masked(torch.nn.Module):
+    """``net(tokens, mask)`` as a one-argument module, for ``eval_throughput``."""
+
+    def __init__(self, net: torch.nn.Module, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.mask = net, mask
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens, self.mask)
+
+
+# --------------------------------------------------------------------------- estimator error
+def estimator_error(ctx: UnitContext) -> list[Measurement]:
+    """MSE of FAVOR+'s attention output vs exact softmax attention, against M.
+
+    q, k, v ~ N(0, qk_std² I) (v ~ N(0, I)), [1, 1, L, D]; for every M the MSE is
+    averaged over ``est_draws`` fresh projections (the same seeded draws for each kind).
+    """
+    cfg = ctx.config
+    length, d, std = cfg["est_length"], cfg["est_head_dim"], cfg["est_qk_std"]
+    gen = torch.Generator().manual_seed(ctx.seed)
+    q, k = (torch.randn(1, 1, length, d, generator=gen) * std for _ in range(2))
+    v = torch.randn(1, 1, length, d, generator=gen)
+    exact = softmax_attention(q, k, v)
+    out = []
+    for kernel in ("positive", "trig"):
+        for orthogonal in (True, False):
+            label = f"{kernel}-{'orthogonal' if orthogonal else 'iid'}"
+            for m in cfg["est_features"]:
+                draws = torch.Generator().manual_seed(ctx.seed * 7919 + m)
+                errors = []
+                for _ in range(cfg["est_draws"]):
+                    w = orthogonal_gaussian_matrix(m, d, orthogonal, generator=draws)
+                    with torch.no_grad():
+                        errors.append(float((favor_attention(q, k, v, w, kernel=kernel) - exact).square().mean()))
+                out.append(Measurement("attn_mse", statistics.fmean(errors), step=m, variant=label))
+    return out
+
+
+# ----------------------------------------------------------------------------- scaling sweep
+def _rss_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+class PeakMemory:
+    """Peak memory added while the block runs, in MiB.
+
+    CUDA: the allocator's peak. CPU: the process's resident high-water mark (VmHWM, reset
+    through /proc/self/clear_refs) minus the resident size before, after returning freed
+    heap memory to the OS (glibc ``malloc_trim``) so that reused memory is counted.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.mb = device, math.nan
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = _rss_mb("VmRSS")
+        except OSError:  # not Linux: no reset, no number
+            self.base = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        elif self.base is not None:
+            self.mb = _rss_mb("VmHWM") - self.base
+
+
+def _implementations(cfg: dict, d: int, device: torch.device) -> dict[str, tuple[Callable, int]]:
+    """name -> (attention(q, k, v), exponent of L in its cost, used to predict the next point)."""
+    causal = cfg["sweep_causal"]
+    w = orthogonal_gaussian_matrix(cfg["sweep_features"], d, device=device)
+    impls: dict[str, tuple[Callable, int]] = {
+        "softmax": (lambda q, k, v: softmax_attention(q, k, v, causal), 2),
+        "favor": (lambda q, k, v: favor_attention(q, k, v, w, causal), 1),
+        "softmax_sdpa": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 2),
+    }
+    try:
+        from performer_pytorch import FastAttention
+    except ImportError:  # optional benchmark extra: skipped, and said so in the rows
+        return impls
+    fast = FastAttention(dim_heads=d, nb_features=cfg["sweep_features"], causal=causal).to(device)
+    impls["performer_pytorch"] = (fast, 1)
+    return impls
+
+
+def scaling(ctx: UnitContext) -> list[Measurement]:
+    """Forward+backward time (median of repeats, round-robin over implementations) and peak
+    memory of the attention alone, [B, H, L, D] inputs, against L."""
+    cfg = ctx.config
+    device = torch.device("cuda" if ctx.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
+    b, h, d = cfg["sweep_batch"], cfg["sweep_heads"], cfg["sweep_head_dim"]
+    limit_s, limit_mb = cfg["sweep_time_limit_s"], cfg["sweep_memory_limit_mb"]
+    impls = _implementations(cfg, d, device)
+    out = [Measurement("sweep_time_limit_s", limit_s), Measurement("sweep_memory_limit_mb", limit_mb)]
+    if "performer_pytorch" not in impls:
+        out.append(Measurement("performer_pytorch_missing", 1.0))
+    last: dict[str, tuple[int, float, float]] = {}  # name -> (L, seconds, MiB) at its last point
+    stopped: set[str] = set()
+    times: dict[tuple[str, int], float] = {}
+    mems: dict[tuple[str, int], float] = {}
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for length in sorted(cfg["sweep_lengths"]):
+        gen = torch.Generator(device=device).manual_seed(ctx.seed + length)
+        q, k, v = (torch.randn(b, h, length, d, generator=gen, device=device).requires_grad_() for _ in range(3))
+        live: list[str] = []
+        for name, (fn, power) in impls.items():
+            if name in stopped:
+                continue
+            if name in last:  # predict this point from the previous one; skip what cannot fit
+                l0, t0, m0 = last[name]
+                growth = (length / l0) ** power
+                code = OVER_TIME if t0 * growth > limit_s else OVER_MEMORY if m0 * growth > limit_mb else None
+                if code is not None:
+                    out.append(Measurement(f"over_limit@L={length}", code, variant=name))
+                    stopped.add(name)
+                    continue
+            try:
+                with PeakMemory(device) as peak:  # the first call is the untimed warm-up
+                    start = time.perf_counter()
+                    fn(q, k, v).sum().backward()
+                    sync()
+                    first = time.perf_counter() - start
+            except (torch.OutOfMemoryError, MemoryError) as err:
+                out.append(Measurement(f"over_limit@L={length}", OUT_OF_MEMORY, variant=name))
+                stopped.add(name)
+                del err
+                continue
+            q.grad = k.grad = v.grad = None
+            mems[name, length] = peak.mb
+            if first > limit_s:
+                out.append(Measurement(f"over_limit@L={length}", OVER_TIME, variant=name))
+                stopped.add(name)
+                continue
+            live.append(name)
+        samples: dict[str, list[float]] = {name: [] for name in live}
+        for _ in range(cfg["sweep_repeats"]):  # round-robin, so that load changes hit all alike
+            for name in live:
+                start = time.perf_counter()
+                impls[name][0](q, k, v).sum().backward()
+                sync()
+                samples[name].append(time.perf_counter() - start)
+                q.grad = k.grad = v.grad = None
+        for name in live:
+            times[name, length] = statistics.median(samples[name])
+            last[name] = (length, times[name, length], mems[name, length])
+            out.append(Measurement("fwd_bwd_ms", 1e3 * times[name, length], step=length, variant=name))
+            out.append(Measurement("fwd_bwd_peak_mb", mems[name, length], step=length, variant=name))
+    out += _crossovers(times, mems, sorted(cfg["sweep_lengths"]))
+    goal = cfg["goal_length"]
+    for other in ("softmax", "softmax_sdpa", "performer_pytorch"):
+        if ("favor", goal) in times and (other, goal) in times:
+            out.append(Measurement(f"speedup_vs_{other}@L={goal}", times[other, goal] / times["favor", goal]))
+    return out
+
+
+def _crossovers(times: dict, mems: dict, lengths: list[int]) -> list[Measurement]:
+    """The shortest swept L from which FAVOR+ stays faster (smaller) than softmax; when
+    softmax stopped first (over a limit), FAVOR+ counts as faster there."""
+    out = []
+    for metric, table in (("crossover_length", times), ("memory_crossover_length", mems)):
+        wins = []
+        for length in lengths:
+            favor, soft = table.get(("favor", length)), table.get(("softmax", length))
+            if favor is None:
+                continue
+            wins.append((length, soft is None or favor < soft))
+        crossing = next((l for i, (l, _) in enumerate(wins) if all(w for _, w in wins[i:])), None)
+        if crossing is not None:
+            out.append(Measurement(metric, crossing))
+        else:
+            out.append(Measurement(f"{metric}_not_found", 1.0))
+    return out
+
+
+# ------------------------------------------------------------------------------------ verdict
+def claim_verdict(df: pd.DataFrame) -> Verdict:
+    favor, s_f, n_f = seed_stats(df, "favor", "accuracy")
+    soft, s_s, n_s = seed_stats(df, "softmax", "accuracy")
+    crossover = df.loc[df["metric"] == "crossover_length", "value"]
+    speed = df[df["metric"].str.startswith("speedup_vs_softmax@")]
+    width = max(band(s_f, s_s), 0.02)
+    parts = []
+    if n_f and n_s:
+        parts.append(f"accuracy favor {favor:.3f} vs softmax {soft:.3f} (Δ {favor - soft:+.3f}, band ±{width:.3f}, seeds {n_f}/{n_s})")
+    if not crossover.empty:
+        parts.append(f"FAVOR+ faster than softmax from L = {int(crossover.iloc[0])}")
+    elif (df["metric"] == "crossover_length_not_found").any():
+        parts.append("no crossover within the swept lengths")
+    if not speed.empty:
+        parts.append(f"{speed['metric'].iloc[0].split('@')[1]}: {speed['value'].iloc[0]:.2f}x faster than softmax")
+    evidence = "; ".join(parts) or "no accuracy or scaling rows"
+    if not (n_f and n_s) or (crossover.empty and not (df["metric"] == "crossover_length_not_found").any()):
+        return Verdict("inconclusive", evidence)
+    if crossover.empty or soft - favor > width:
+        return Verdict("does not hold", evidence)
+    return Verdict("holds", evidence)
+
+
+@register_benchmark
+def performer() -> Benchmark:
+    lengths = [256, 512, 1024, 2048, 4096, 8192, 16384]
+    return Benchmark(
+        name="performer",
+        paper=PaperRef(
+            title="Rethinking Attention with Performers",
+            arxiv="2009.14794",
+            code="https://github.com/google-research/google-research/tree/master/performer",
+        ),
+        claim=(
+            "FAVOR+ (positive orthogonal random features) approximates softmax attention well enough that a "
+            "Transformer trained with it loses little accuracy, while its time and memory grow linearly in the "
+            "sequence length, so it is faster than softmax attention beyond some length."
+        ),
+        verdict_rule=(
+            "holds if FAVOR+ is faster than exact softmax attention (forward+backward) at every swept length from "
+            "some crossover on, and its test accuracy is at most the band (2 pooled std over seeds, at least 0.02) "
+            "below softmax's; does not hold if there is no crossover or the accuracy loss exceeds the band; "
+            "inconclusive when either measurement is missing"
+        ),
+        variants=[
+            Variant("favor", "method", {"attention": "favor"}, "FAVOR+: positive orthogonal features, redrawn periodically"),
+            Variant("softmax", "baseline", {"attention": "softmax"}, "exact softmax attention, same encoder"),
+        ],
+        datasets={
+            "listops": sequences,
+            "digits_pixels": lambda config, data_dir, seed: sequences(config, data_dir, seed, name="digits_pixels"),
+            "listops_lra": lambda config, data_dir, seed: sequences(config, data_dir, seed, name="listops_lra"),
+            "cifar10_pixels": lambda config, data_dir, seed: sequences(config, data_dir, seed, name="cifar10_pixels"),
+        },
+        defaults=dict(
+            attention="favor", d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.1, nb_features=64,
+            kernel="positive", orthogonal=True, redraw_interval=100, lr=1e-3, weight_decay=0.01, warmup_steps=30,
+            max_steps=300, batch_size=32, val_every=100,
+            num_train=2000, num_val=200, num_test=500, min_length=100, max_length=256, max_depth=10, max_args=10,
+            side=16,
+            est_features=[16, 32, 64, 128, 256, 512, 1024], est_length=256, est_head_dim=16, est_qk_std=1.0, est_draws=8,
+            sweep_lengths=lengths, sweep_head_dim=64, sweep_features=256, sweep_batch=1, sweep_heads=1,
+            sweep_repeats=3, sweep_time_limit_s=8.0, sweep_memory_limit_mb=4096.0, sweep_causal=False, goal_length=8192,
+        ),
+        presets={
+            "smoke": dict(
+                d_model=16, n_heads=2, n_layers=1, d_ff=32, nb_features=8, max_steps=4, warmup_steps=1, batch_size=8,
+                val_every=2, num_train=24, num_val=8, num_test=8, min_length=10, max_length=40, max_depth=4, max_args=4,
+                side=8, est_features=[8, 32], est_length=32, est_draws=2, sweep_lengths=[64, 128], sweep_repeats=1,
+                sweep_head_dim=16, sweep_features=16, goal_length=128,
+            ),
+            "quick": {},
+            "full": dict(  # LRA's ListOps setting (base_listops_config.py / performer_base.py)
+                d_model=512, n_heads=8, n_layers=6, d_ff=2048, nb_features=256, max_steps=5000, warmup_steps=1000,
+                weight_decay=0.1, batch_size=32, val_every=500, num_train=96000, num_val=2000, num_test=2000,
+                min_length=500, max_length=2000, side=32, est_length=4096, est_draws=20, sweep_heads=8,
+                sweep_time_limit_s=60.0, sweep_memory_limit_mb=60000.0,
+            ),
+        },
+        metrics=[
+            Metric("accuracy", True, primary=True, tolerance=0.03, description="test accuracy"),
+            Metric("val_accuracy", True, curve=True, tolerance=0.05, x_label="training step",
+                   description="validation accuracy during training"),
+            Metric("attn_mse", False, curve=True, tolerance=0.5, x_label="random features M", logx=True, logy=True,
+                   description="MSE of the attention output vs exact softmax (L=256, D=16 in quick)"),
+            Metric("fwd_bwd_ms", False, kind="efficiency", curve=True, tolerance=0.3, x_label="sequence length L",
+                   logx=True, logy=True, description="attention forward+backward, median ms (B=1, H=1, D=64, M=256)"),
+            Metric("fwd_bwd_peak_mb", False, kind="efficiency", curve=True, tolerance=0.3, x_label="sequence length L",
+                   logx=True, logy=True, description="peak memory added by one forward+backward, MiB"),
+            Metric("crossover_length", False, kind="efficiency", tolerance=1.0,
+                   description="shortest swept L from which FAVOR+ is faster than softmax"),
+            Metric("memory_crossover_length", False, kind="efficiency", tolerance=1.0,
+                   description="shortest swept L from which FAVOR+ uses less memory than softmax"),
+            Metric("speedup_vs_softmax", True, kind="efficiency", tolerance=0.3,
+                   description="softmax time / FAVOR+ time at the goal length (goal: >= 5 at L=8192 on 2 CPU cores)"),
+            Metric("speedup_vs_softmax_sdpa", True, kind="efficiency", tolerance=0.3,
+                   description="torch scaled_dot_product_attention time / FAVOR+ time at the goal length"),
+            Metric("speedup_vs_performer_pytorch", True, kind="efficiency", tolerance=0.3,
+                   description="performer-pytorch FastAttention time / ours at the goal length (goal: >= 1)"),
+            Metric("over_limit", False, kind="info",
+                   description="a sweep point not run: 1 = over the time limit, 2 = over the memory budget, 3 = out of memory"),
+            Metric("crossover_length_not_found", False, kind="info", description="1 = no crossover within the sweep"),
+            Metric("memory_crossover_length_not_found", False, kind="info", description="1 = no crossover within the sweep"),
+            Metric("performer_pytorch_missing", False, kind="info", description="1 = performer-pytorch not installed"),
+            Metric("sweep_time_limit_s", False, kind="info", description="per-point time limit of the sweep"),
+            Metric("sweep_memory_limit_mb", False, kind="info", description="per-point memory budget of the sweep"),
+            Metric("sequence_length", False, kind="info", description="padded training sequence length"),
+            Metric("params", False, kind="info", description="trainable parameters"),
+            Metric("test_examples", True, kind="info", description="test examples counted over all processes"),
+            Metric("step_time_ms", False, kind="efficiency", tolerance=0.3, description="median training step, ms"),
+            Metric("train_throughput", True, kind="efficiency", tolerance=0.3, description="training sequences/s"),
+            Metric("eval_throughput", True, kind="efficiency", tolerance=0.3, description="inference sequences/s"),
+        ],
+        run=run,
+        extras={"estimator_error": estimator_error, "scaling": scaling},
+        verdict=claim_verdict,
+        paper_numbers=[
+            # The Performer paper reports no LRA accuracies; LRA (Tay et al., arXiv 2011.04006) does, Table 1.
+            PaperNumber("softmax", "listops_lra", "accuracy", 0.3637, "LRA arXiv 2011.04006 Table 1, Transformer"),
+            PaperNumber("favor", "listops_lra", "accuracy", 0.1801, "LRA arXiv 2011.04006 Table 1, Performer"),
+            PaperNumber("softmax", "cifar10_pixels", "accuracy", 0.4244, "LRA arXiv 2011.04006 Table 1, Transformer (Image)"),
+            PaperNumber("favor", "cifar10_pixels", "accuracy", 0.4277, "LRA arXiv 2011.04006 Table 1, Performer (Image)"),
+        ],
+    )

@@ -1,0 +1,273 @@
+"""The harness: registry, runner (errors, timeouts, resume, interruption), results, compare, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks import registry
+from benchmarks.cli import main
+from benchmarks.compare import compare
+from benchmarks.registry import Benchmark, Metric, PaperRef, UnknownNameError, Variant, get_benchmark, list_benchmarks
+from benchmarks.results import SCHEMA, BadResultsError, read_results, read_rows, write_csv
+from benchmarks.verdict import primary_vs_baseline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def toy_env(monkeypatch):
+    monkeypatch.setenv("ICLRBENCH_PLUGINS", "tests.toy_spec")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    return {**os.environ}
+
+
+def cli(args: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def rows(**over) -> pd.DataFrame:
+    base = dict(run_id="r", benchmark="toy", variant="method", role="method", dataset="synthetic", preset="smoke",
+                seed=0, metric="score", value=0.9, higher_is_better=True, step=None, status="ok", error="",
+                wall_s=1.0, peak_mem_mb=1.0, accelerator="cpu", devices=1, strategy="auto", precision="32-true",
+                device_name="cpu x2", torch="2", lightning="2", git_sha="x", git_dirty=False, config_hash="h",
+                timestamp="t")
+    base.update(over)
+    return pd.DataFrame([base], columns=SCHEMA)
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_lists_the_vit_benchmark_with_a_method_and_a_baseline():
+    assert "vit" in list_benchmarks()
+    roles = {v.role for v in get_benchmark("vit").variants}
+    assert roles == {"method", "baseline"}
+
+
+def test_registering_a_name_twice_is_refused():
+    def vit():  # same name as the registered spec
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_benchmark(vit)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown benchmark 'vti'; known: .*vit"):
+        get_benchmark("vti")
+    bench = get_benchmark("vit")
+    with pytest.raises(UnknownNameError, match="known: vit, resnet"):
+        bench.variant("cnn")
+    with pytest.raises(UnknownNameError, match="known: smoke, quick, full"):
+        bench.config("tiny")
+    with pytest.raises(UnknownNameError, match="config key"):
+        bench.config("smoke", overrides={"max_stepz": 3})
+
+
+def test_config_layers_defaults_preset_variant_and_overrides():
+    bench = get_benchmark("vit")
+    cfg = bench.config("smoke", "resnet", {"lr": 0.5})
+    assert cfg["arch"] == "resnet" and cfg["lr"] == 0.5
+    assert cfg["max_steps"] == bench.presets["smoke"]["max_steps"]
+    assert cfg["batch_size"] == bench.defaults["batch_size"]
+
+
+def test_a_spec_without_baseline_or_with_unknown_preset_keys_is_refused():
+    common = dict(name="x", paper=PaperRef("t", "a", "c"), claim="c", datasets={"d": lambda *a: None},
+                  defaults={"a": 1}, metrics=[Metric("m", True)], run=lambda ctx: [], verdict=lambda df: None)
+    with pytest.raises(ValueError, match="baseline"):
+        Benchmark(variants=[Variant("v", "method")], presets={}, **common)
+    with pytest.raises(ValueError, match="unknown keys"):
+        Benchmark(variants=[Variant("v", "baseline")], presets={"smoke": {"b": 2}}, **common)
+
+
+# ------------------------------------------------------------------------------ results
+def test_read_results_names_the_missing_columns(tmp_path):
+    path = tmp_path / "ref.csv"
+    rows().drop(columns=["metric", "seed"]).to_csv(path, index=False)
+    with pytest.raises(BadResultsError, match="lacks schema columns: seed, metric"):
+        read_results(path)
+
+
+@pytest.mark.parametrize("content, message", [(None, "not found"), ("", "empty"), (",".join(SCHEMA) + "\n", "no rows")])
+def test_read_results_refuses_missing_or_empty_files(tmp_path, content, message):
+    path = tmp_path / "ref.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(BadResultsError, match=message):
+        read_results(path)
+
+
+# ------------------------------------------------------------------------------ compare
+def test_compare_identical_results_is_clean_and_exits_zero(tmp_path, capsys):
+    df = pd.concat([rows(seed=0, value=0.90), rows(seed=1, value=0.92)])
+    write_csv(tmp_path / "a.csv", df)
+    assert main(["compare", str(tmp_path / "a.csv"), "--against", str(tmp_path / "a.csv")]) == 0
+    assert "same" in capsys.readouterr().out
+
+
+def test_compare_flags_a_planted_regression_with_exit_one(tmp_path, capsys):
+    write_csv(tmp_path / "ref.csv", pd.concat([rows(seed=0, value=0.90), rows(seed=1, value=0.92)]))
+    write_csv(tmp_path / "new.csv", pd.concat([rows(seed=0, value=0.70), rows(seed=1, value=0.71)]))
+    assert main(["compare", str(tmp_path / "new.csv"), "--against", str(tmp_path / "ref.csv")]) == 1
+    assert "REGRESSED" in capsys.readouterr().out
+
+
+def test_compare_band_is_the_seed_spread_when_there_is_one():
+    ref = pd.concat([rows(seed=0, value=0.80), rows(seed=1, value=0.90)])  # std 0.0707
+    inside = compare(pd.concat([rows(seed=0, value=0.76), rows(seed=1, value=0.80)]), ref)
+    outside = compare(pd.concat([rows(seed=0, value=0.60), rows(seed=1, value=0.62)]), ref)
+    assert inside.table["verdict"].tolist() == ["same"]
+    assert outside.table["verdict"].tolist() == ["REGRESSED"]
+
+
+def test_compare_lower_is_better_and_efficiency_only_on_matching_hardware():
+    ref = rows(metric="loss", value=1.0, higher_is_better=False)
+    assert compare(rows(metric="loss", value=2.0, higher_is_better=False), ref).regressed
+    assert compare(rows(metric="loss", value=0.5, higher_is_better=False), ref).table["verdict"].tolist() == ["improved"]
+    from benchmarks.compare import _metric_info
+
+    assert _metric_info("vit", "train_throughput")[0] == "efficiency"
+    ref = rows(benchmark="vit", variant="vit", metric="train_throughput", value=100.0)
+    new = rows(benchmark="vit", variant="vit", metric="train_throughput", value=10.0, device_name="H100")
+    c = compare(new, ref)
+    assert c.table["verdict"].tolist() == ["not compared (hardware differs)"] and not c.regressed
+
+
+def test_compare_lists_rows_present_on_one_side_only():
+    c = compare(pd.concat([rows(), rows(variant="extra_one")]), pd.concat([rows(), rows(metric="other")]))
+    assert c.only_run["variant"].tolist() == ["extra_one"]
+    assert c.only_ref["metric"].tolist() == ["other"]
+
+
+def test_compare_bad_reference_exits_two_naming_file_and_columns(tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    write_csv(good, rows())
+    bad = tmp_path / "bad.csv"
+    rows().drop(columns=["value"]).to_csv(bad, index=False)
+    assert main(["compare", str(good), "--against", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "value" in err and err.count("\n") == 1
+    assert main(["compare", str(good), "--against", str(tmp_path / "nope.csv")]) == 2
+
+
+# ------------------------------------------------------------------------------ verdicts
+def test_primary_vs_baseline_uses_the_seed_band():
+    decide = primary_vs_baseline("method", "baseline", "score")
+    df = pd.concat([rows(variant=v, seed=s, value=x) for v, s, x in
+                    [("method", 0, 0.9), ("method", 1, 0.91), ("baseline", 0, 0.8), ("baseline", 1, 0.81)]])
+    assert decide(df).status == "holds"
+    df2 = df.assign(value=[0.9, 0.7, 0.8, 0.81])  # a wide spread hides the difference
+    assert decide(df2).status == "inconclusive"
+    df3 = df.assign(value=[0.5, 0.51, 0.8, 0.81])
+    assert decide(df3).status == "does not hold"
+
+
+# ------------------------------------------------------------------------------ CLI input
+@pytest.mark.parametrize("args, needle", [
+    (["run", "prformer"], "unknown benchmark 'prformer'"),
+    (["run", "vit", "--preset", "huge"], "unknown preset 'huge'"),
+    (["run", "vit", "--variant", "cnn"], "unknown variant of vit 'cnn'"),
+    (["run", "vit", "--dataset", "imagenet"], "unknown dataset of vit 'imagenet'"),
+    (["run", "vit", "--set", "nope=1"], "unknown config key"),
+    (["run", "vit", "--set", "justakey"], "KEY=VALUE"),
+])
+def test_bad_names_exit_two_with_one_line(args, needle, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cifar10_without_files_or_network_fails_fast_saying_where(tmp_path, monkeypatch, capsys):
+    import datamodules.images as images
+
+    monkeypatch.setattr(images, "_online", lambda *a, **k: False)
+    start = time.perf_counter()
+    code = main(["run", "vit", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--preset", "smoke", "--out", str(tmp_path)])
+    assert code == 3 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and str(tmp_path) in err
+
+
+# ------------------------------------------------------------------------------ runner
+@pytest.mark.slow
+def test_failures_become_error_rows_and_the_suite_goes_on(tmp_path, toy_env):
+    out = cli(["run", "toy", "--preset", "smoke", "--out", str(tmp_path), "--quiet", "--variant", "method",
+               "--variant", "nan", "--variant", "crash", "--variant", "baseline"], toy_env)
+    assert out.returncode == 4, out.stderr
+    (run_dir,) = tmp_path.iterdir()
+    df = read_rows(run_dir / "summary.csv")
+    errors = df[df["status"] == "error"].set_index("variant")["error"]
+    assert "NonFiniteLossError" in errors["nan"] and "loss is nan" in errors["nan"]
+    assert "planted failure" in errors["crash"]
+    assert set(df.loc[df["status"] == "ok", "variant"]) == {"method", "baseline"}  # ran after the failures
+    report = (run_dir / "report.md").read_text()
+    assert "## Failed units" in report and "planted failure" in report
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_values_and_rerun_resumes(tmp_path, toy_env):
+    args = ["run", "toy", "--preset", "smoke", "--out", str(tmp_path), "--quiet", "--variant", "method", "--variant", "baseline"]
+    first = cli(args, toy_env)
+    assert first.returncode == 0, first.stderr
+    again = cli(args, toy_env)
+    assert again.stdout.count("complete, skipped") == 2
+    fresh = cli([*args, "--fresh"], toy_env)
+    assert fresh.returncode == 0
+    a, b = sorted(tmp_path.iterdir())
+    va = read_rows(a / "summary.csv").sort_values(["variant", "metric"])["value"].to_numpy()
+    vb = read_rows(b / "summary.csv").sort_values(["variant", "metric"])["value"].to_numpy()
+    assert (va == vb).all()
+    assert "seed" in read_rows(a / "summary.csv").columns
+
+
+@pytest.mark.slow
+def test_interrupting_a_run_keeps_completed_rows_and_rerun_finishes(tmp_path, toy_env):
+    args = [sys.executable, "-m", "benchmarks.cli", "run", "toy", "--preset", "smoke", "--out", str(tmp_path), "--quiet",
+            "--variant", "method", "--variant", "slow"]
+    proc = subprocess.Popen(args, cwd=ROOT, env={**toy_env, "TOY_SLEEP": "120"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("*/units/toy__method__s0.csv")):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    (run_dir,) = tmp_path.iterdir()
+    df = read_rows(run_dir / "summary.csv")
+    assert set(df["variant"]) == {"method"}
+    done = subprocess.run(args, cwd=ROOT, env={**toy_env, "TOY_SLEEP": "0"}, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "toy/method seed 0: complete, skipped" in done.stdout
+    assert set(read_rows(run_dir / "summary.csv")["variant"]) == {"method", "slow"}
+
+
+@pytest.mark.slow
+def test_a_unit_past_its_timeout_is_an_error_row(tmp_path, toy_env):
+    out = cli(["run", "toy", "--preset", "smoke", "--out", str(tmp_path), "--quiet", "--variant", "slow", "--timeout", "3"],
+              {**toy_env, "TOY_SLEEP": "60"})
+    assert out.returncode == 4
+    df = read_rows(next(tmp_path.iterdir()) / "summary.csv")
+    assert df["error"].str.contains("timed out after 3 s").all()
+
+
+def test_paper_csv_in_the_repository_matches_the_specs(monkeypatch):
+    monkeypatch.delenv("ICLRBENCH_PLUGINS", raising=False)
+    from benchmarks.paper import paper_rows
+
+    stored = read_results(ROOT / "results" / "reference" / "paper.csv")
+    expected = paper_rows()
+    expected = expected[expected["benchmark"] != "toy"]
+    key = ["benchmark", "variant", "dataset", "metric"]
+    merged = stored.merge(expected, on=key, suffixes=("_stored", "_spec"), how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all(), merged.loc[merged["_merge"] != "both", key]
+    assert (merged["value_stored"] == merged["value_spec"]).all()
+    assert merged["source_stored"].str.len().gt(0).all()

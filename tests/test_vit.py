@@ -1,0 +1,169 @@
+"""ViT vs CNN: the model's shapes and init, the image data, and the benchmark end to end."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules.images import DatasetNotFoundError, ImageDataModule, load_cifar10, split_indices, subsample
+from lit_modules.vit import ImageClassifier, num_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = dict(embed_dim=32, depth=2, num_heads=4, resnet_width=8, resnet_layers=(1, 1, 1, 1))
+
+
+def test_token_count_is_patches_plus_class_token():
+    assert num_tokens(16, 4) == 17
+    model = ImageClassifier("vit", img_size=16, patch_size=4, **SMALL)
+    tokens = model.net.forward_features(torch.zeros(2, 1, 16, 16))
+    assert tokens.shape == (2, (16 // 4) * (16 // 4) + 1, 32)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        num_tokens(16, 5)
+
+
+def test_zero_initialised_head_gives_initial_loss_ln_c():
+    torch.manual_seed(0)
+    model = ImageClassifier("vit", num_classes=10, **SMALL)
+    assert torch.count_nonzero(model.net.head.weight) == 0
+    x, y = torch.randn(32, 1, 16, 16), torch.randint(0, 10, (32,))
+    assert F.cross_entropy(model(x), y).item() == pytest.approx(math.log(10), abs=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_every_parameter_receives_a_gradient(arch):
+    torch.manual_seed(0)
+    model = ImageClassifier(arch, **SMALL)
+    # zero inits (the ViT head, ResNet's last BN of each block) block gradients at step 0;
+    # move them off zero as the first optimizer step would
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim and not torch.any(p != 0):
+                p.normal_(std=0.01)
+    F.cross_entropy(model(torch.randn(8, 1, 16, 16)), torch.arange(8)).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing
+
+
+def test_default_variants_have_similar_parameter_counts():
+    vit, cnn = ImageClassifier("vit"), ImageClassifier("resnet", resnet_width=16, resnet_layers=(2, 2, 2, 2))
+    n_vit, n_cnn = (sum(p.numel() for p in m.parameters()) for m in (vit, cnn))
+    assert 0.75 < n_vit / n_cnn < 1.33
+
+
+def test_unknown_arch_is_refused():
+    with pytest.raises(ValueError, match="unknown arch 'mlp'; known: vit, resnet"):
+        ImageClassifier("mlp")
+
+
+# ------------------------------------------------------------------------------ data
+def test_digits_split_is_seeded_disjoint_and_even():
+    tr, va, te = split_indices(1797, seed=3)
+    assert len(set(tr) | set(va) | set(te)) == 1797 and len(te) % 2 == 0 and len(va) % 2 == 0
+    assert all((a == b).all() for a, b in zip((tr, va, te), split_indices(1797, seed=3)))
+    assert not (split_indices(1797, seed=4)[2] == te).all()
+
+
+def test_data_fraction_is_stratified_and_nested_in_the_training_split():
+    y = np.repeat(np.arange(10), 100)
+    idx = np.arange(1000)
+    part = subsample(idx, y, 0.1, seed=0)
+    assert len(part) == 100 and (np.bincount(y[part]) == 10).all()
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        subsample(idx, y, 0.0, seed=0)
+
+
+def test_digits_datamodule_normalises_with_training_statistics():
+    dm = ImageDataModule("digits", img_size=16, seed=0)
+    dm.setup("fit")
+    assert dm.x["train"].shape[1:] == (1, 16, 16)
+    assert dm.x["train"].mean().abs() < 1e-4 and (dm.x["train"].std() - 1).abs() < 1e-3
+    assert len(dm.y["train"]) + len(dm.y["val"]) + len(dm.y["test"]) == 1797
+
+
+def _write_cifar(folder: Path, n: int = 20) -> None:
+    """Tiny files in the real CIFAR-10 python-pickle format (dict with bytes keys)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n)),
+                 b"batch_label": b"fixture", b"filenames": [b"x.png"] * n}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+
+
+def test_cifar10_loader_reads_the_python_pickle_format(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    data = load_cifar10(tmp_path, download=False)
+    assert data["train"][0].shape == (100, 3, 32, 32) and data["test"][0].dtype == np.uint8
+    dm = ImageDataModule("cifar10", data_dir=str(tmp_path), img_size=16, val_frac=0.2)
+    dm.setup("fit")
+    assert dm.x["train"].shape == (80, 3, 16, 16) and len(dm.y["test"]) == 20
+
+
+def test_cifar10_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil()}, f)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_cifar10_missing_names_the_files_and_folder(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="data_batch_1.*cifar-10-batches-py"):
+        load_cifar10(tmp_path, download=False)
+
+
+# ------------------------------------------------------------------------------ benchmark
+def test_vit_smoke_units_train_and_report_every_metric():
+    from benchmarks.registry import get_benchmark
+    from benchmarks.unit import execute
+
+    bench = get_benchmark("vit")
+    results = {}
+    for variant in ("vit", "resnet"):
+        ctx = dict(benchmark="vit", name=variant, seed=0, preset="smoke", dataset="digits",
+                   config=bench.config("smoke", variant), accelerator="cpu", quiet=True)
+        results[variant] = execute({"kind": "variant", "context": ctx})
+        if variant == "vit":
+            again = execute({"kind": "variant", "context": ctx})
+        metrics = {r["metric"] for r in results[variant]["rows"]}
+        assert {"top1", "top1_vs_data", "params", "train_throughput", "eval_throughput", "test_examples"} <= metrics
+    top1 = [r["value"] for r in results["vit"]["rows"] if r["metric"].startswith("top1")]
+    assert top1 == [r["value"] for r in again["rows"] if r["metric"].startswith("top1")]  # deterministic on CPU
+    count = next(r["value"] for r in results["vit"]["rows"] if r["metric"] == "test_examples")
+    assert count == len(split_indices(1797, 0)[2])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_evaluates_the_whole_test_set(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ICLRBENCH_PLUGINS", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "run", "vit", "--preset", "smoke", "--variant", "vit", "--no-extras",
+         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(tmp_path), "--quiet",
+         "--set", "data_fractions=[1.0]"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    df = pd.read_csv(next(tmp_path.iterdir()) / "summary.csv")
+    got = df.set_index("metric")["value"]
+    n_test = len(split_indices(1797, 0)[2])
+    assert got["test_examples"] == n_test  # both halves counted, none twice
+    assert (got["top1"] * n_test) == pytest.approx(round(got["top1"] * n_test), abs=1e-6)
+    assert (df["devices"] == 2).all() and (df["strategy"] == "ddp").all()

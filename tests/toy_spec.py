@@ -1,0 +1,72 @@
+"""A toy benchmark for the harness tests, registered through $ICLRBENCH_PLUGINS.
+
+Its variants misbehave on purpose: ``nan`` produces a NaN training loss, ``crash``
+raises, ``slow`` sleeps for $TOY_SLEEP seconds (not part of the config, so the run id
+stays the same when a test changes it to resume).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, register_benchmark
+from benchmarks.train import make_trainer
+from benchmarks.unit import Measurement, UnitContext
+from benchmarks.verdict import primary_vs_baseline
+
+
+class Linear(L.LightningModule):
+    def __init__(self, lr: float = 0.1, poison: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        return loss * float("nan") if self.hparams.poison else loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def data(config, data_dir, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 4, generator=g)
+    return TensorDataset(x, x.sum(1, keepdim=True))
+
+
+def run(ctx: UnitContext) -> list[Measurement]:
+    if ctx.variant == "crash":
+        raise RuntimeError("planted failure")
+    if ctx.variant == "slow":
+        time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+    module = Linear(lr=ctx.config["lr"], poison=ctx.variant == "nan")
+    trainer = make_trainer(ctx, max_steps=ctx.config["steps"], enable_progress_bar=False)
+    trainer.fit(module, DataLoader(ctx.datamodule(), batch_size=16))
+    x, y = ctx.datamodule().tensors
+    mse = float(torch.nn.functional.mse_loss(module.net(x), y))
+    return [Measurement("score", -mse), Measurement("curve", -mse, step=1.0)]
+
+
+@register_benchmark
+def toy() -> Benchmark:
+    return Benchmark(
+        name="toy",
+        paper=PaperRef("Toy", "0000.00000", "none"),
+        claim="the method beats the baseline",
+        variants=[Variant("method", "method", {"lr": 0.1}), Variant("baseline", "baseline", {"lr": 0.01}),
+                  Variant("nan", "method"), Variant("crash", "method"), Variant("slow", "method")],
+        datasets={"synthetic": data},
+        defaults={"lr": 0.05, "steps": 8},
+        presets={"smoke": {"steps": 4}},
+        metrics=[Metric("score", True, primary=True), Metric("curve", True, curve=True)],
+        run=run,
+        verdict=primary_vs_baseline("method", "baseline", "score"),
+        paper_numbers=[PaperNumber("method", "synthetic", "score", 0.0, "nowhere")],
+    )
