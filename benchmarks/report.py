@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.registry import Benchmark, UnknownNameError, Verdict, get_benchmark  # noqa: E402
@@ -92,6 +93,10 @@ def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> l
         ax.set_ylabel(metric + (" (higher is better)" if m and m.higher_is_better else " (lower is better)" if m else ""))
         if m and m.logx:
             ax.set_xscale("log")
+        xs = sorted(sub["step"].astype(float).unique())
+        if len(xs) <= 8:  # few points: label exactly those, in plain numbers
+            ax.set_xticks(xs, [fmt(x) for x in xs])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if m and m.logy:
             ax.set_yscale("log")
         ax.set_title(f"{sub['benchmark'].iloc[0]}: {metric}" + (f"\n{m.description}" if m and m.description else ""), fontsize=9)

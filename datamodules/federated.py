@@ -46,11 +46,13 @@ def dirichlet_partition(
 ) -> list[np.ndarray]:
     """Split ``range(len(labels))`` among ``num_clients`` with label skew set by ``alpha``.
 
-    For every class c, proportions p_c ~ Dir(alpha * 1_N) over the N clients decide which
-    share of that class's (shuffled) examples each client gets; the draw is repeated until
-    every client holds at least ``min_size`` examples. This is the per-class Dirichlet
-    procedure of Hsu et al. (2019, arXiv 1909.06335) as implemented by Flower Datasets'
-    ``DirichletPartitioner`` (also retry-until-``min_partition_size``). Small ``alpha``
+    For every class c, proportions p_c ~ Dir(alpha * 1_N) over the N clients decide how
+    many of that class's (shuffled) examples each client gets, counts ~ Multinomial(n_c,
+    p_c); the draw is repeated until every client holds at least ``min_size`` examples.
+    This is the per-class Dirichlet procedure of Hsu et al. (2019, arXiv 1909.06335) as
+    Flower Datasets' ``DirichletPartitioner`` uses it (also retry-until-min-size), except
+    that the counts are drawn rather than floored from cumulative proportions, which
+    would hand every single-example class to the last client. Small ``alpha``
     gives each client few classes; ``alpha -> inf`` approaches an IID split.
 
     labels: (n,) integer class labels. Returns N sorted int64 index arrays that together
@@ -78,8 +80,8 @@ def dirichlet_partition(
         for c in classes:
             members = rng.permutation(np.flatnonzero(y == c))
             p_c = rng.dirichlet(np.full(num_clients, float(alpha)))
-            cuts = (np.cumsum(p_c)[:-1] * len(members)).astype(np.int64)
-            for k, part in enumerate(np.split(members, cuts)):
+            counts = rng.multinomial(len(members), p_c)  # unbiased for small classes, unlike floor(cumsum)
+            for k, part in enumerate(np.split(members, np.cumsum(counts)[:-1])):
                 shards[k].append(part)
         parts = [np.sort(np.concatenate(s)).astype(np.int64) for s in shards]
         if min(len(p) for p in parts) >= min_size:

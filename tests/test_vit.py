@@ -165,5 +165,15 @@ def test_two_process_ddp_run_evaluates_the_whole_test_set(tmp_path):
     got = df.set_index("metric")["value"]
     n_test = len(split_indices(1797, 0)[2])
     assert got["test_examples"] == n_test  # both halves counted, none twice
-    assert (got["top1"] * n_test) == pytest.approx(round(got["top1"] * n_test), abs=1e-6)
+    assert (got["top1"] * n_test) == pytest.approx(round(got["top1"] * n_test), abs=1e-3)  # k/358, not k/179
     assert (df["devices"] == 2).all() and (df["strategy"] == "ddp").all()
+
+
+def test_one_module_trains_through_lightning_cli(tmp_path):
+    from benchmarks.cli import main
+
+    code = main(["fit", "--model", "lit_modules.vit.ImageClassifier", "--data", "datamodules.images.ImageDataModule",
+                 "--model.embed_dim", "16", "--model.depth", "1", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+                 "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
+    assert code == 0

@@ -8,10 +8,16 @@ rate (validation split, seed 0), so the report shows the grid and whether the ch
 value is still the best. ``engine=flower`` runs the same clients through Flower's
 Simulation Engine (optional extra ``flwr[simulation]==1.41.0``).
 
-Learning rates: ``digits`` values were picked on this file's grid (quick preset, validation
-split); ``emnist`` / ``cifar100`` values are the best ones the paper's reference code
-lists (google-research/federated, optimization/README "Best hyperparameters", EMNIST CR
-and CIFAR-100 rows, log10 values).
+Learning rates: the ``digits`` server learning rates were picked on a half-decade grid at
+the quick settings (validation split, seeds 0-2, client lr 0.1; mean accuracy of the last
+5 of 30 rounds): fedavg 1 / 3 / 10 -> .872 / .924 / .094, fedavgm .3 / 1 / 3 -> .907 /
+.937 / .927, fedadam .01 / .03 / .1 -> .919 / .943 / .948, fedyogi .01 / .03 / .1 / .3 ->
+.918 / .943 / .947 / .876, fedadagrad .1 / .3 / 1 -> .940 / .943 / .945. FedAvg's server
+lr is tuned too, as in the reference code (its README lists 10^0.5 for CIFAR-100); the
+``lr_grid`` extra re-measures the classic lr = 1 point every run (multiplier 1/3).
+``emnist`` / ``cifar100`` values are the best ones the paper's reference code lists
+(google-research/federated, optimization/README "Best hyperparameters", EMNIST CR and
+CIFAR-100 rows, log10 values).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def _table(values: dict[str, float]) -> dict[str, float]:
 # Per dataset and optimizer. emnist / cifar100: google-research/federated optimization/README,
 # "Best hyperparameters" (EMNIST CR, CIFAR-100 rows; the table gives log10 values).
 SERVER_LRS = {
-    "digits": _table({"fedavg": 1.0, "fedavgm": 1.0, "fedadam": 0.03, "fedyogi": 0.03, "fedadagrad": 0.1}),
+    "digits": _table({"fedavg": 3.0, "fedavgm": 1.0, "fedadam": 0.1, "fedyogi": 0.1, "fedadagrad": 0.3}),
     "emnist": _table({"fedavg": 1.0, "fedavgm": 10**-0.5, "fedadam": 10**-2.5, "fedyogi": 10**-2.5, "fedadagrad": 0.1}),
     "cifar100": _table({"fedavg": 10**0.5, "fedavgm": 1.0, "fedadam": 1.0, "fedyogi": 1.0, "fedadagrad": 0.1}),
 }
@@ -236,7 +242,7 @@ def fedopt() -> Benchmark:
         defaults=dict(
             engine="simulation", optimizer="fedavg", server_lr=None, client_lr=None, tau=None, beta1=0.9, beta2=0.99,
             v_init="zero", local_epochs=1, batch_size=20, num_clients=20, clients_per_round=10, alpha=0.3,
-            min_client_size=2, partition_seed=0, emnist_split="byclass", rounds=60, weighting="num_examples",
+            min_client_size=2, partition_seed=0, emnist_split="byclass", rounds=30, weighting="num_examples",
             arch="auto", hidden=64, target_acc=0.9, avg_last=5, eval_every=1, lr_grid=[1 / 3, 1.0, 3.0],
             cpu_threads=1, flower_client_cpus=1.0,
         ),
