@@ -113,7 +113,8 @@ def ensure_emnist(data_dir: str | Path | None, split: str = "byclass") -> Path:
     if data_dir is None:
         raise DatasetNotFoundError("emnist needs --data-dir PATH (the folder that holds EMNIST/raw/)")
     raw = Path(data_dir).expanduser() / "EMNIST" / "raw"
-    names = [f"emnist-{split}-{part}-{kind}" for part in ("train", "test") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    kinds = ("images-idx3-ubyte", "labels-idx1-ubyte")
+    names = [f"emnist-{split}-{part}-{kind}" for part in ("train", "test") for kind in kinds]
     missing = [name for name in names if not (raw / name).is_file()]
     if missing:
         raise DatasetNotFoundError(
@@ -229,7 +230,8 @@ class FederatedDataModule(L.LightningDataModule):
             x, y = data["train"]
             perm = torch.as_tensor(np.random.default_rng(hp.partition_seed).permutation(len(y)))
             n_val = int(len(y) * hp.val_frac)
-            splits = {"train": (x[perm[n_val:]], y[perm[n_val:]]), "val": (x[perm[:n_val]], y[perm[:n_val]]), "test": data["test"]}
+            tr, va = perm[n_val:], perm[:n_val]
+            splits = {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": data["test"]}
             self.num_classes = EMNIST_CLASSES[hp.emnist_split] if hp.name == "emnist" else 100
         scale = 255.0 if splits["train"][0].dtype == torch.uint8 else 1.0
         xtr = splits["train"][0].float() / scale

@@ -1,27 +1,32 @@
 """Adaptive Federated Optimization: FedAdam, FedYogi and FedAdagrad vs FedAvg and FedAvgM.
 
 Reddi, Charles, Zaheer, Garrett, Rush, Konečný, Kumar, McMahan, ICLR 2021, arXiv 2003.00295.
-Checked against the paper's Algorithm 2 (FedAdagrad / FedYogi / FedAdam) and Flower's
-``flwr.serverapp.strategy.FedAdam/FedYogi/FedAdagrad/FedAvgM`` (flwr 1.41.0).
+Checked against the paper's Algorithm 2, the reference code's README
+(google-research/federated, optimization/) and Flower 1.41.0's
+``flwr.serverapp.strategy.FedAdam/FedYogi/FedAdagrad/FedAvgM``.
 
 Reproduced: the server update exactly as Algorithm 2 writes it, *without* bias
-correction (the moments m, v start at zero and are never rescaled), the heavy-ball
-FedAvgM server of Hsu et al. (2019), client training as E local epochs of minibatch SGD
-(Lightning Fabric) on non-IID Dirichlet shards with seeded client sampling. Not
-reproduced: the paper's datasets' natural/Pachinko partitions (see
-``datamodules/federated.py``), its learning-rate decay and its 1,500-round budgets.
+correction (m and v start at zero and are never rescaled); the heavy-ball FedAvgM server
+(Hsu et al. 2019); clients running E local epochs of minibatch SGD (Lightning Fabric)
+with seeded client sampling and shuffling. Not reproduced: the TFF datasets' natural /
+Pachinko client splits (see ``datamodules/federated.py``) and the CIFAR-100 crop
+augmentation; the paper's round budgets only in the ``full`` preset.
 
-Flower's own FedAdam and FedYogi (and Flower's older ``flwr.server.strategy`` ones)
-multiply the server learning rate by Adam's bias correction
-``sqrt(1 - beta2^(t+1)) / (1 - beta1^(t+1))``, which the paper does not have, so those
-strategies' parameters differ from the paper's update (most in the first rounds). The
-``flower`` engine below therefore wraps *this* file's :class:`ServerOpt` in a Flower
-strategy instead of using Flower's built-in ones.
+Bias correction: Flower's FedAdam (message-based and legacy strategies alike) multiplies
+the server lr by ``sqrt(1 - beta2^(t+1)) / (1 - beta1^(t+1))``, which Algorithm 2 does
+not have, so its parameters differ from the paper's update (most in the first rounds);
+Flower's FedYogi and FedAdagrad follow Algorithm 2. The reference experiments ran Keras
+optimizers, whose Adam is also bias-corrected. The ``flower`` engine below therefore
+wraps *this* file's :class:`ServerOpt` in a Flower strategy.
 
-Initial second moment: v starts at 0, as in Flower's strategies. Algorithm 2 asks for
-v_{-1} >= tau^2; with ``v_init="tau2"`` the state starts there. The two differ by
-tau^2 = 1e-6 inside the square root, which only matters for coordinates whose
-pseudo-gradient stays near zero (there 0 gives a step of m/tau, tau2 one of m/(2 tau)).
+Initial second moment: v starts at 0, as in Flower's strategies and the reference code
+(its README: ``--server_{adagrad,yogi}_initial_accumulator_value=0.0``). Algorithm 2 asks
+for v_{-1} >= tau^2; ``v_init="tau2"`` starts there instead. The two differ by tau^2 =
+1e-6 under the square root, negligible once (1 - beta2) Δ² >> tau^2.
+
+Aggregation: Algorithm 2 averages the client updates uniformly (1/|S|); the default here
+weights them by client size n_i (FedAvg's and Flower's default); ``weighting="uniform"``
+gives the paper's mean.
 """
 
 from __future__ import annotations
@@ -110,7 +115,9 @@ class ServerOpt:
 
     fedavg: x + η Δ (η = 1 is McMahan et al.'s FedAvg); fedavgm: heavy ball, x + η m;
     fedadam / fedyogi / fedadagrad: Algorithm 2 with m_t, v_t as in the functions above.
-    ``tau`` = 1e-3 is the paper's default adaptivity (its Section 5 uses 1e-3; Flower too).
+    ``tau`` = 1e-3: the adaptivity the reference code recommends by default (its README's
+    "epsilon") and Flower's default. Algorithm 2 gives FedAdagrad a first moment too;
+    Flower's FedAdagrad and the reference's Keras Adagrad have none: ``beta1=0`` matches them.
     """
 
     def __init__(
@@ -161,10 +168,11 @@ class ServerOpt:
 def make_classifier(arch: str, in_shape: Sequence[int], num_classes: int, hidden: int = 64) -> nn.Module:
     """The shared classifier. in_shape = (C, H, W); output logits (B, num_classes).
 
-    mlp: one hidden ReLU layer (digits). cnn: the paper's EMNIST CNN (Reddi et al.,
-    App. C: conv3x3-32, conv3x3-64, maxpool 2, dropout .25, dense 128, dropout .5).
-    resnet18gn: torchvision's ResNet-18 with GroupNorm(2 groups) for CIFAR-100, as the
-    paper (Hsieh et al. 2020's group norm); no batch-norm statistics to federate.
+    mlp: one hidden ReLU layer (digits). cnn: the reference code's EMNIST CR model
+    (google-research/federated ``create_conv_dropout_model``: conv3x3-32, conv3x3-64,
+    maxpool 2, dropout .25, dense 128, dropout .5). resnet18gn: torchvision's ResNet-18
+    with GroupNorm (2 groups: our choice), the paper's CIFAR-100 model (group norm after Hsieh et al.,
+    so there are no batch-norm statistics to federate).
     """
     c, h, w = in_shape
     if arch == "mlp":
@@ -269,21 +277,23 @@ class LocalSGD:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.module.train()
-        x, y = x.to(self.fabric.device), y.to(self.fabric.device)
+        device = self.fabric.device
+        x, y = x.to(device), y.to(device)
         n, losses = len(y), []
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator).to(self.fabric.device)
-            for i, start in enumerate(range(0, n, batch_size)):
-                idx = order[start : start + batch_size]  # (B,)
-                loss = self.raw.training_step((x[idx], y[idx]), i)
-                if not torch.isfinite(loss):
-                    from benchmarks.unit import NonFiniteLossError
-
-                    raise NonFiniteLossError(f"client training loss is {float(loss)} (client lr {lr})")
-                self.fabric.backward(loss)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(generator.initial_seed())  # dropout draws: the same in every engine
+            for _ in range(epochs):
+                order = torch.randperm(n, generator=generator).to(device)
+                for i, start in enumerate(range(0, n, batch_size)):
+                    idx = order[start : start + batch_size]  # (B,)
+                    with self.fabric.autocast():
+                        loss = self.raw.training_step((x[idx], y[idx]), i)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"client training loss is {float(loss)} (client lr {lr})")
+                    self.fabric.backward(loss)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    losses.append(float(loss.detach()))
         delta = [p.detach() - q.to(p.device) for p, q in zip(self.raw.parameters(), x0)]
         return delta, float(np.mean(losses)) if losses else float("nan")
 
@@ -369,7 +379,8 @@ class FederatedSimulation:
         for k in sample_clients(self.num_clients, cfg.clients_per_round, cfg.seed, rnd):
             x, y = self.data.client_data(k)
             t0 = time.perf_counter()
-            d, loss = self.local(self.params, x, y, cfg.local_epochs, cfg.batch_size, cfg.client_lr, client_generator(cfg.seed, rnd, k))
+            gen = client_generator(cfg.seed, rnd, k)
+            d, loss = self.local(self.params, x, y, cfg.local_epochs, cfg.batch_size, cfg.client_lr, gen)
             client_s += time.perf_counter() - t0
             deltas.append(d)
             weights.append(len(y) if cfg.weighting == "num_examples" else 1.0)
@@ -434,8 +445,10 @@ def run_flower(data, module: FedClassifier, cfg: FedConfig, eval_split: str = "t
     except ImportError as exc:  # pragma: no cover  (depends on the optional extra)
         raise ImportError("engine 'flower' needs the optional extra: pip install 'flwr[simulation]==1.41.0'") from exc
     import logging
+    import os
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's own advice, silences its FutureWarning
     data_hparams, model_hparams = dict(data.hparams), dict(module.hparams)
     names = [n for n, _ in module.named_parameters()]
     to_record = lambda ps: ArrayRecord(torch_state_dict={n: p.detach().cpu() for n, p in zip(names, ps)})  # noqa: E731
@@ -444,7 +457,8 @@ def run_flower(data, module: FedClassifier, cfg: FedConfig, eval_split: str = "t
 
     @client_app.query()
     def whoami(msg: Message, context: Context) -> Message:
-        return Message(RecordDict({"id": MetricRecord({"partition-id": int(context.node_config["partition-id"])})}), reply_to=msg)
+        me = MetricRecord({"partition-id": int(context.node_config["partition-id"])})
+        return Message(RecordDict({"id": me}), reply_to=msg)
 
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -508,7 +522,10 @@ def run_flower(data, module: FedClassifier, cfg: FedConfig, eval_split: str = "t
         start = to_record(get_params(module))
         ServerOptStrategy(partition_of).start(grid, start, num_rounds=cfg.rounds, evaluate_fn=evaluate_fn)
 
-    backend = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": {"logging_level": "error", "log_to_driver": False}}
+    backend = {
+        "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+        "init_args": {"logging_level": "error", "log_to_driver": False},
+    }
     run_simulation(server_app, client_app, num_supernodes=len(data.clients), backend_config=backend)
     if len(hist.rounds) != cfg.rounds:
         raise RuntimeError(f"Flower simulation ended after {len(hist.rounds)} of {cfg.rounds} rounds; see its log above")

@@ -1,7 +1,7 @@
 """Rethinking Attention with Performers (Choromanski et al., arXiv 2009.14794).
 
-Reference implementation checked against: google-research/performer,
-``fast_attention/jax/fast_attention.py`` (``softmax_kernel_transformation``,
+Reference implementation checked against: google-research/google-research,
+``performer/fast_attention/jax/fast_attention.py`` (``softmax_kernel_transformation``,
 ``GaussianOrthogonalRandomMatrix``, the causal prefix-sum numerator/denominator), and its
 PyTorch port lucidrains/performer-pytorch 1.1.4 (``FastAttention``), which the benchmark
 also times. Reproduced: FAVOR+ (positive orthogonal random features with the
@@ -19,6 +19,9 @@ Deliberate departures, flagged:
 - causal FAVOR+ is computed chunk by chunk (exact prefix sums between chunks, a masked
   C x C product inside a chunk) so that neither an L x L matrix nor an L x M x D tensor
   of running sums is ever built; the result is the same prefix-sum estimator.
+Same values, fewer passes over [L, M] (not departures): the per-row |x|²/2 enters through
+one augmented matmul, the M^-1/2 factor (it cancels) is left out, and in the non-causal
+case the reference's eps is added exactly at [M, D] / [L, D] size.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class SubVPSDE(VPSDE):
 
     def sde(self, x, t):
         beta_t = self.beta(t)
-        discount = -torch.expm1(2 * self.log_mean_coeff(t))
+        discount = -torch.expm1(4 * self.log_mean_coeff(t))  # 1 - exp(-2 int_0^t beta), log alpha = -int/2
         return -0.5 * _bcast(beta_t, x) * x, torch.sqrt(beta_t * discount)
 
     def marginal_coeffs(self, t):
@@ -402,6 +402,7 @@ def ode_likelihood(
     The divergence is Hutchinson's estimate eps^T (d f~ / dx) eps with one noise draw kept
     for the whole solve (as the reference), or the exact trace of the Jacobian for small D.
     Returns (logp, x(T), NFE); integration starts at ``eps`` (1e-5, the reference's value).
+    The score is evaluated in x's dtype (float64 input: a float64 solve).
     """
     names = ("rademacher", "gaussian", "exact")
     if divergence not in names:
@@ -427,7 +428,7 @@ def ode_likelihood(
         return drift.detach(), div.detach()
 
     def ode_func(t: float, y: np.ndarray) -> np.ndarray:
-        xt = torch.as_tensor(y[:-B], dtype=torch.float32, device=device).reshape(shape)
+        xt = torch.as_tensor(y[:-B], dtype=x.dtype, device=device).reshape(shape)
         drift, div = drift_and_div(xt, torch.full((B,), t, device=device))
         return np.concatenate([drift.reshape(-1).double().cpu().numpy(), div.double().cpu().numpy()])
 
@@ -436,7 +437,7 @@ def ode_likelihood(
     if not sol.success:
         raise RuntimeError(f"likelihood ODE solve failed: {sol.message}")
     end = sol.y[:, -1]
-    z = torch.as_tensor(end[:-B], dtype=torch.float32, device=device).reshape(shape)
+    z = torch.as_tensor(end[:-B], dtype=x.dtype, device=device).reshape(shape)
     delta_logp = torch.as_tensor(end[-B:], dtype=torch.float64, device=device)
     return sde.prior_logp(z.double()) + delta_logp, z, int(sol.nfev)
 
@@ -504,12 +505,13 @@ class ScoreUNet(nn.Module):
     """
 
     def __init__(self, in_ch: int = 1, ch: int = 32, ch_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
-                 dropout: float = 0.0, embedding: Literal["positional", "fourier"] = "positional") -> None:
+                 dropout: float = 0.0, embedding: Literal["positional", "fourier"] = "positional",
+                 fourier_scale: float = 16.0) -> None:
         super().__init__()
         if embedding not in ("positional", "fourier"):
             raise ValueError(f"unknown embedding {embedding!r}; known: positional, fourier")
         self.ch, E = ch, 4 * ch
-        self.fourier = GaussianFourierProjection(ch) if embedding == "fourier" else None
+        self.fourier = GaussianFourierProjection(ch, fourier_scale) if embedding == "fourier" else None
         self.temb = nn.Sequential(nn.Linear(ch, E), nn.SiLU(), nn.Linear(E, E))
         self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
         self.down, skips, cur = nn.ModuleList(), [ch], ch
@@ -613,12 +615,13 @@ class ScoreSDEModule(L.LightningModule):
         ema_decay: float = 0.9999,
         train_eps: float = 1e-5,
         reduce_mean: bool = False,
+        fourier_scale: float = 16.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.sde = make_sde(sde, sigma_min, sigma_max, beta_min, beta_max, num_scales)
         embedding = "fourier" if sde == "ve" else "positional"
-        self.net = ScoreUNet(in_ch, ch, tuple(ch_mult), num_res_blocks, dropout, embedding)
+        self.net = ScoreUNet(in_ch, ch, tuple(ch_mult), num_res_blocks, dropout, embedding, fourier_scale)
         self.ema = AveragedModel(self.net, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
 

@@ -225,7 +225,12 @@ def test_same_seed_gives_identical_values_and_rerun_resumes(tmp_path, toy_env):
     va = read_rows(a / "summary.csv").sort_values(["variant", "metric"])["value"].to_numpy()
     vb = read_rows(b / "summary.csv").sort_values(["variant", "metric"])["value"].to_numpy()
     assert (va == vb).all()
-    assert "seed" in read_rows(a / "summary.csv").columns
+    report = (a / "report.md").read_text()
+    assert "| toy | the method beats the baseline | **holds** |" in report  # lr 0.1 fits better than lr 0.01
+    assert "0 (synthetic; nowhere)" in report  # the paper's number beside ours, with its source
+    assert (a / "plots" / "toy_curve.png").stat().st_size > 0
+    (a / "report.md").unlink()
+    assert main(["report", str(a)]) == 0 and (a / "report.md").read_text() == report
 
 
 @pytest.mark.slow

@@ -302,4 +302,6 @@ def test_scaling_sweep_records_limits_as_values():
     rows = scaling(UnitContext("performer", "scaling", 0, "smoke", "listops", cfg))
     over = [r for r in rows if r.metric == "over_limit@L=32"]
     assert {r.variant for r in over} >= {"softmax", "favor"} and all(r.value == OVER_TIME for r in over)
-    assert not [r for r in rows if r.metric == "fwd_bwd_ms"]
+    # past the limit nothing is run, except the goal length the speed ratios are defined at
+    assert {r.step for r in rows if r.metric == "fwd_bwd_ms"} == {cfg["goal_length"]} == {128}
+    assert any(r.metric == f"speedup_vs_softmax@L={cfg['goal_length']}" for r in rows)

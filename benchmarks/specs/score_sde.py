@@ -46,7 +46,7 @@ from lit_modules.score_sde import (
 
 INCEPTION_MIN_SAMPLES = 2048  # FID is biased below the Inception feature dimension (2048)
 NET_KEYS = ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_scales", "ch", "ch_mult",
-            "num_res_blocks", "dropout", "lr", "warmup", "ema_decay", "train_eps")
+            "num_res_blocks", "dropout", "lr", "warmup", "ema_decay", "train_eps", "fourier_scale")
 SAMPLERS = ("pc", "ode", "ddpm")
 EXTRACTORS = ("auto", "clf", "inception")
 
@@ -364,9 +364,13 @@ def draw_samples(module: ScoreSDEModule, cfg: dict, n: int, shape: tuple[int, ..
 def test_bpd(module: ScoreSDEModule, data: GenImages, cfg: dict, device: torch.device) -> tuple[float, float]:
     """Mean bits/dim of ``n_bpd`` uniformly dequantised test images by the ODE (Hutchinson); and NFE."""
     x01 = (data.x["test"][: cfg["n_bpd"]] + 1) / 2
-    y = (dequantize(x01, data.n_bins) * 2 - 1).to(device)
-    logp, _, nfe = ode_likelihood(module.sde, module.score_fn(ema=True), y, rtol=cfg["ode_tol"], atol=cfg["ode_tol"])
-    return float(bits_per_dim(logp, y[0].numel(), data.n_bins).mean()), float(nfe)
+    bpds, nfes = [], []
+    for lo in range(0, len(x01), cfg["sample_batch"]):  # one ODE solve per batch, as the reference
+        y = (dequantize(x01[lo: lo + cfg["sample_batch"]], data.n_bins) * 2 - 1).to(device)
+        logp, _, nfe = ode_likelihood(module.sde, module.score_fn(ema=True), y, rtol=cfg["ode_tol"], atol=cfg["ode_tol"])
+        bpds.append(bits_per_dim(logp, y[0].numel(), data.n_bins).cpu())
+        nfes.append(nfe)
+    return float(torch.cat(bpds).mean()), float(np.mean(nfes))
 
 
 def save_grid(x: torch.Tensor, path: Path, nrow: int = 8, scale: int = 4) -> None:
@@ -430,6 +434,60 @@ def _net_id(ctx: UnitContext) -> str:
                 cfg["ode_tol"], ctx.seed)
 
 
+# ------------------------------------------------------------ exact-score mixture extra
+def exact_score_mixture(ctx: UnitContext) -> list[Measurement]:
+    """Every variant's sampler on a 2-D mixture of eight Gaussians with its exact score: no
+    network error, so what is left is the sampler's. Rows per variant: the gap between the mean
+    true log-density of the samples and of real data (0 for a perfect sampler), and the error of
+    the ODE log-likelihood (exact divergence) against the true log-density; plus a scatter plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.registry import get_benchmark
+    from datamodules.mixtures import make_mixture
+
+    cfg, bench = ctx.config, get_benchmark(ctx.benchmark)
+    mixture = make_mixture("eight_gaussians")
+    real = mixture.sample(cfg["mixture_samples"])
+    target = float(mixture.log_prob(real).mean())
+    test = mixture.sample(cfg["mixture_nll_points"]).double()
+    rows, panels = [], []
+    for variant in bench.variants:
+        vcfg = bench.config(ctx.preset, variant.name, {k: cfg[k] for k in ("sample_steps", "snr", "ode_tol")})
+        steps = vcfg["sample_steps"] * (2 if vcfg["sampler"] == "ddpm" else 1)
+        sde = make_sde(vcfg["sde"], vcfg["sigma_min"], vcfg["sigma_max"], vcfg["beta_min"], vcfg["beta_max"], steps)
+        score = mixture.score_fn(sde)
+        shape = (cfg["mixture_samples"], 2)
+        if vcfg["sampler"] == "pc":
+            x, nfe = pc_sampler(sde, score, shape, vcfg["predictor"], vcfg["corrector"], vcfg["snr"],
+                                vcfg["n_corrector_steps"], vcfg["sample_eps"])
+        elif vcfg["sampler"] == "ode":
+            x, nfe = ode_sampler(sde, score, shape, vcfg["sample_eps"], vcfg["ode_tol"], vcfg["ode_tol"])
+        else:
+            x, nfe = ddpm_ancestral(sde, score, shape, vcfg["sample_eps"])
+        gap = abs(float(mixture.log_prob(x).mean()) - target)
+        logp, _, _ = ode_likelihood(sde, score, test, divergence="exact")
+        nll_err = float((logp - mixture.log_prob(test)).abs().mean())
+        rows += [Measurement("mixture_logp_gap", gap, variant=variant.name),
+                 Measurement("mixture_nll_err", nll_err, variant=variant.name),
+                 Measurement("mixture_nfe", nfe, variant=variant.name)]
+        panels.append((variant.name, x, nfe))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3), sharex=True, sharey=True)
+    for ax, (title, pts, nfe) in zip(axes, [("data", real, 0), *panels]):
+        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
+        ax.set_title(f"{title}" + (f" (NFE {nfe})" if nfe else ""), fontsize=9)
+        ax.set_xlim(-3.5, 3.5)
+        ax.set_ylim(-3.5, 3.5)
+        ax.set_aspect("equal")
+    fig.suptitle("eight Gaussians, exact score: what each sampler adds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(ctx.artifact("mixture_exact_score.png"), dpi=90)
+    plt.close(fig)
+    return rows
+
+
 # -------------------------------------------------------------------------------- verdict
 def claim_verdict(df: pd.DataFrame) -> Verdict:
     """VP-PC vs DDPM ancestral on the same VP network at equal NFE, in whichever FID space was used."""
@@ -486,17 +544,19 @@ def score_sde() -> Benchmark:
             snr=0.16,  # reference default (configs/default_cifar10_configs.py), not overridden by its VP configs
             n_corrector_steps=1, sample_steps=1000, sample_eps=1e-3, ode_tol=1e-5, sample_batch=500,
             sigma_min=0.01, sigma_max=50.0, beta_min=0.1, beta_max=20.0, num_scales=1000,
-            ch=32, ch_mult=[1, 2], num_res_blocks=1, dropout=0.0,
+            ch=32, ch_mult=[1, 2], num_res_blocks=1, dropout=0.0, fourier_scale=16.0,
             lr=2e-4, warmup=5000, ema_decay=0.9999, train_eps=1e-5, grad_clip=1.0, max_steps=2000, batch_size=128,
             n_samples=1000, n_bpd=100, split_seed=0,
             fid_extractor="auto", fid_weights="", clf_steps=400, isc_splits=10, kid_subset_size=1000,
+            mixture_samples=2000, mixture_nll_points=32,
         ),
         presets={
             "smoke": dict(ch=8, ch_mult=[1], max_steps=3, batch_size=32, warmup=1, sample_steps=25, n_samples=40,
+                          mixture_samples=200, mixture_nll_points=4,
                           sample_batch=40, n_bpd=4, ode_tol=1e-2, clf_steps=5, sigma_max=10.0, ema_decay=0.99),
             # sigma_max = 10: Technique 1 of Song & Ermon (2020), the largest pairwise distance of the digits
-            # in [-1, 1] is 9.6. Learning rate and EMA are scaled to a 600-step CPU budget.
-            "quick": dict(ch=16, ch_mult=[1, 2], max_steps=600, batch_size=64, lr=2e-3, warmup=50, ema_decay=0.99,
+            # in [-1, 1] is 9.6. Learning rate and EMA are scaled to a 400-step CPU budget.
+            "quick": dict(ch=16, ch_mult=[1, 2], max_steps=400, batch_size=64, lr=2e-3, warmup=50, ema_decay=0.99,
                           sigma_max=10.0, sample_steps=50, n_samples=256, n_bpd=32, ode_tol=1e-3),
             "full": dict(ch=128, ch_mult=[1, 2, 2, 2], num_res_blocks=2, dropout=0.1, max_steps=1_300_000,
                          n_samples=50_000, sample_batch=1000, n_bpd=10_000, sample_steps=1000, clf_steps=5000),
@@ -519,6 +579,12 @@ def score_sde() -> Benchmark:
             Metric("out_of_range_frac", False, kind="info", description="fraction of sample pixels outside [-1, 1] (clipped)"),
             Metric("clf_test_acc", True, kind="info", description="test accuracy of the offline feature classifier"),
             Metric("ref_stats_cached", True, kind="info", description="1 if the reference features came from the run's cache"),
+            Metric("mixture_logp_gap", False, tolerance=0.3,
+                   description="exact-score extra (eight 2-D Gaussians): |mean log p(samples) - mean log p(data)|, nats"),
+            Metric("mixture_nll_err", False, tolerance=0.3,
+                   description="exact-score extra: mean |ODE log-likelihood - true log-density| of test points, nats "
+                               "(for VE it includes the prior's mismatch with p_T, about 0.015)"),
+            Metric("mixture_nfe", False, kind="info", description="exact-score extra: score evaluations per sample"),
             Metric("loss_dsm", False, tolerance=0.2, description="final denoising score matching loss"),
             Metric("train_s", False, kind="efficiency", tolerance=0.3, description="training wall time (cached: shared by variants)"),
             Metric("sampling_s", False, kind="efficiency", tolerance=0.3, description="wall time to draw n_samples"),
@@ -527,6 +593,7 @@ def score_sde() -> Benchmark:
             Metric("metric_s", False, kind="efficiency", tolerance=0.5, description="wall time of the torch-fidelity call"),
         ],
         run=run,
+        extras={"exact_score_mixture": exact_score_mixture},
         verdict=claim_verdict,
         paper_numbers=[
             PaperNumber("ve_pc", "cifar10", "fid_inception", 2.20, "arXiv 2011.13456 Table 3, NCSN++ cont. (deep, VE), PC sampler"),

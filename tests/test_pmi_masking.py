@@ -1,0 +1,293 @@
+"""PMI-Masking: PMI_n against hand counts, planted collocations, the maskers' budget and
+units, and the text data loaders (tiny fixtures written here)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datamodules.text import (
+    Article,
+    Chunk,
+    clean_wiki_markup,
+    encode_chunks,
+    extract_wikilinks,
+    load_corpus,
+    read_plain_text,
+    read_wikitext,
+    sentence_classification_data,
+    split_documents,
+    train_wordpiece,
+    words_of,
+)
+from lit_modules.pmi_masking import (
+    Masker,
+    count_ngrams,
+    find_matches,
+    masking_vocabulary,
+    ngram_pmi,
+    pmi_word_units,
+    replace_units,
+    vocabulary_set,
+)
+
+MASK_ID, V = 4, 1000
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path / "cache"))
+
+
+# --------------------------------------------------------------------------------------
+# PMI_n
+# --------------------------------------------------------------------------------------
+def test_ngram_pmi_equals_hand_computed_values():
+    docs = [["a", "b", "c"], ["a", "b"], ["b", "c"]]
+    # positions: 7 unigrams, 4 bigrams, 1 trigram; counts a=2 b=3 c=2, ab=2 bc=2, abc=1
+    pmi = ngram_pmi(docs, max_n=3, min_count=1)
+    assert pmi[("a", "b")] == pytest.approx(math.log(2 / 4) - math.log(2 / 7) - math.log(3 / 7))
+    assert pmi[("b", "c")] == pytest.approx(math.log(2 / 4) - math.log(3 / 7) - math.log(2 / 7))
+    # segmentations of abc: a|b|c = log(12/343), ab|c = a|bc = log(1/7): the max is log(1/7)
+    assert pmi[("a", "b", "c")] == pytest.approx(math.log(1 / 1) - math.log(1 / 7))
+    assert set(pmi) == {("a", "b"), ("b", "c"), ("a", "b", "c")}  # nothing across documents (c a)
+
+
+def test_min_count_prunes_and_pruned_counts_equal_brute_force():
+    rng = np.random.default_rng(0)
+    docs = [list(rng.choice(list("abcd"), size=rng.integers(3, 40))) for _ in range(60)]
+    stats = count_ngrams(docs, max_n=4, min_count=3)
+    brute = Counter(tuple(d[i : i + n]) for d in docs for n in range(1, 5) for i in range(len(d) - n + 1))
+    expected = {g: c for g, c in brute.items() if len(g) == 1 or c >= 3}
+    assert stats.counts == expected
+    assert stats.positions[2] == sum(len(d) - 1 for d in docs)
+
+
+def test_planted_collocation_ranks_top_and_independent_words_score_near_zero():
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(20)]
+    docs = []
+    for _ in range(100):
+        doc = list(rng.choice(words, size=1000))
+        for i in rng.choice(990, size=15, replace=False):
+            doc[i : i + 2] = ["new", "york"]
+        docs.append(doc)
+    pmi = ngram_pmi(docs, max_n=3, min_count=5)
+    bigrams = sorted(((v, g) for g, v in pmi.items() if len(g) == 2), reverse=True)
+    assert bigrams[0][1] == ("new", "york") and bigrams[0][0] > 4.0
+    independent = {n: [v for g, v in pmi.items() if len(g) == n and not {"new", "york"} & set(g)] for n in (2, 3)}
+    assert max(abs(v) for v in independent[2]) < 0.3  # ~250 counts per bigram: noise ~0.06
+    assert abs(np.mean(independent[2])) < 0.03
+    assert abs(np.median(independent[3])) < 0.1  # ~12 counts per trigram: noisier, centred near 0
+
+
+def test_masking_vocabulary_takes_the_paper_mix_ranked_per_length():
+    pmi = {("a", "b"): 1.0, ("c", "d"): 3.0, ("e", "f"): 2.0, ("g", "h"): 0.5, ("a", "b", "c"): 9.0,
+           ("x", "y", "z"): 8.0, ("a", "b", "c", "d"): 0.1, ("a", "b", "c", "d", "e"): 5.0}
+    vocab = masking_vocabulary(pmi, size=8)  # 4 bigrams, 2 trigrams, 1 + 1
+    assert [g for g, _ in vocab[2]] == [("c", "d"), ("e", "f"), ("a", "b"), ("g", "h")]
+    assert [g for g, _ in vocab[3]] == [("a", "b", "c"), ("x", "y", "z")]
+    assert len(vocab[4]) == 1 and len(vocab[5]) == 1
+    small = masking_vocabulary(pmi, size=4)  # 2, 1, 0 (0.5 rounds to even), 0
+    assert [g for g, _ in small[2]] == [("c", "d"), ("e", "f")] and [g for g, _ in small[3]] == [("a", "b", "c")]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(min_count=0), "min_count"), (dict(max_n=1), "max_n"), (dict(docs=[]), "empty"), (dict(docs=[[], []]), "empty")],
+)
+def test_ngram_pmi_rejects_bad_input(kwargs, match):
+    args = dict(docs=[["a", "b"]], max_n=5, min_count=1) | kwargs
+    with pytest.raises(ValueError, match=match):
+        ngram_pmi(**args)
+
+
+def test_count_ngrams_refuses_a_one_shot_iterator():
+    with pytest.raises(ValueError, match="re-iterable"):
+        count_ngrams(iter([["a", "b"]]), 2, 1)
+
+
+# --------------------------------------------------------------------------------------
+# Maskers
+# --------------------------------------------------------------------------------------
+def synthetic_chunk(rng: np.random.Generator, n_words: int = 60, vocab_words: int = 30) -> Chunk:
+    """A chunk of words of 1-3 tokens each, [CLS]=2 ... [SEP]=3."""
+    words = [f"w{int(i)}" for i in rng.integers(vocab_words, size=n_words)]
+    ids, spans = [2], []
+    for w in words:
+        k = 1 + int(w[1:]) % 3  # a word's length is fixed by its identity
+        spans.append((len(ids), len(ids) + k))
+        ids.extend([10 + int(w[1:])] * k)
+    return Chunk(np.array(ids + [3]), spans, words)
+
+
+VOCAB = frozenset({("w1", "w2"), ("w3", "w4", "w5"), ("w6", "w7"), ("w2", "w3")})
+
+
+@pytest.mark.parametrize("scheme", ["random", "whole_word", "span", "pmi"])
+def test_each_masker_chooses_15_percent_and_never_splits_a_unit(scheme):
+    rng = np.random.default_rng(0)
+    masker = Masker(scheme, MASK_ID, V, vocab=VOCAB if scheme == "pmi" else None)
+    fractions = []
+    for _ in range(200):
+        chunk = synthetic_chunk(rng, vocab_words=8)  # 8 word types: vocabulary n-grams are frequent
+        n_tokens = len(chunk.input_ids) - 2
+        units = masker(chunk, rng)
+        labelled = np.zeros(len(chunk.input_ids), dtype=bool)
+        for s, e in units:
+            assert not labelled[s:e].any(), "units overlap"
+            labelled[s:e] = True
+        assert not labelled[0] and not labelled[-1]  # never [CLS] / [SEP]
+        budget = round(0.15 * n_tokens)
+        assert budget - 3 <= labelled.sum() <= budget  # at most one word (3 tokens) short
+        fractions.append(labelled.sum() / n_tokens)
+        if scheme != "random":
+            for s, e in chunk.word_spans:
+                assert labelled[s:e].all() or not labelled[s:e].any(), f"{scheme} split a word"
+        if scheme == "pmi":
+            starts = {s: k for k, (s, _) in enumerate(chunk.word_spans)}
+            ends = {e: k for k, (_, e) in enumerate(chunk.word_spans)}
+            for s, e in units:
+                words = tuple(chunk.words[starts[s] : ends[e] + 1])
+                assert len(words) == 1 or words in VOCAB
+    assert np.mean(fractions) == pytest.approx(0.15, abs=0.01)
+
+
+def test_pmi_units_mask_whole_ngrams_when_they_occur():
+    rng = np.random.default_rng(0)
+    masker = Masker("pmi", MASK_ID, V, vocab=VOCAB)
+    ngram_units = 0
+    for _ in range(100):
+        chunk = synthetic_chunk(rng, vocab_words=8)
+        word_of_start = {s: k for k, (s, _) in enumerate(chunk.word_spans)}
+        for s, e in masker(chunk, rng):
+            k = word_of_start[s]
+            ngram_units += chunk.word_spans[k][1] != e  # the unit spans more than one word
+    assert ngram_units > 15  # ~2 matches in ~55 units per chunk, ~9 units drawn: ~30 expected
+
+
+def test_pmi_word_units_prefer_the_containing_match_and_resolve_overlaps_at_random():
+    # "w1 w2 w3": contained ("w1","w2") inside ("w1","w2","w3") yields to it
+    units = pmi_word_units(4, [(0, 2), (0, 3), (1, 2)], np.random.default_rng(0))
+    assert sorted(units) == [(0, 3), (3, 4)]
+    # overlapping (0,2) and (1,2): each wins sometimes, the leftover word is its own unit
+    seen = {tuple(sorted(pmi_word_units(3, [(0, 2), (1, 2)], np.random.default_rng(s)))) for s in range(30)}
+    assert seen == {((0, 2), (2, 3)), ((0, 1), (1, 3))}
+
+
+def test_find_matches_lists_every_occurrence():
+    words = ["w1", "w2", "w3", "w4", "w5", "w1", "w2"]
+    assert find_matches(words, VOCAB) == [(0, 2), (1, 2), (2, 3), (5, 2)]
+
+
+def test_replacement_is_per_unit_80_10_10():
+    rng = np.random.default_rng(0)
+    ids = np.arange(10, 40)
+    units = [(i, i + 3) for i in range(0, 30, 3)]
+    kinds = Counter()
+    for _ in range(2000):
+        inputs, labels = replace_units(ids, units, rng, MASK_ID, V, 5)
+        assert (labels == ids).all()
+        for s, e in units:
+            masked, same = (inputs[s:e] == MASK_ID), (inputs[s:e] == ids[s:e])
+            assert masked.all() or not masked.any()  # a unit is replaced as a whole
+            kinds["mask" if masked.all() else "same" if same.all() else "random"] += 1
+    total = sum(kinds.values())
+    assert kinds["mask"] / total == pytest.approx(0.8, abs=0.015)
+    assert kinds["same"] / total == pytest.approx(0.1, abs=0.015)  # random ids rarely equal the original
+
+
+def test_masker_rejects_unknown_scheme_and_pmi_without_vocabulary():
+    with pytest.raises(ValueError, match="unknown masking scheme 'pmi2'.*random, whole_word, span, pmi"):
+        Masker("pmi2", MASK_ID, V)
+    with pytest.raises(ValueError, match="vocabulary"):
+        Masker("pmi", MASK_ID, V)
+
+
+# --------------------------------------------------------------------------------------
+# Text data
+# --------------------------------------------------------------------------------------
+def test_wikilinks_and_markup_cleaning():
+    markup = ("'''Paris''' is the capital of [[France]] and [[Île-de-France|its region]]; see [[File:x.jpg|thumb|a]] "
+              "and [[Category:Cities]].\n==History==\n{| class=t\n| cell\n|}\n* Founded by the [[Parisii#Name|Parisii]] tribe.")
+    assert extract_wikilinks(markup) == [("France", "France"), ("its region", "Île-de-France"), ("Parisii", "Parisii")]
+    text = clean_wiki_markup(markup)
+    assert text.startswith("Paris is the capital of France and its region")
+    assert "History" not in text and "cell" not in text and "'''" not in text
+    assert "Founded by the Parisii tribe." in text
+
+
+def test_plain_and_wikitext_loaders_read_their_formats(tmp_path):
+    (tmp_path / "train.txt").write_text("first document here\n\nsecond one\nthird doc\nfourth doc\n")
+    assert [d.text for d in read_plain_text(tmp_path / "train.txt")] == ["first document here", "second one", "third doc", "fourth doc"]
+    corpus = load_corpus("plain", tmp_path, seed=0, val_frac=0.25, test_frac=0.25)
+    assert len(corpus.train) == 2 and len(corpus.validation) == 1 and len(corpus.test) == 1
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    raw = " \n = Valkyria Chronicles = \n \n Senjō no Valkyria is a game . \n \n = = Gameplay = = \n \n It plays well . \n = Tower = \n \n A tall tower . \n"
+    for split in ("train", "valid", "test"):
+        (wt / f"wiki.{split}.raw").write_text(raw)
+    docs = read_wikitext(wt / "wiki.train.raw")
+    assert [d.title for d in docs] == ["Valkyria Chronicles", "Tower"]
+    assert docs[0].text == "Senjō no Valkyria is a game .\nIt plays well ."
+    assert len(load_corpus("wikitext", wt).validation) == 2
+
+
+def test_corpus_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown corpus 'wiki'; known: gensim_wiki, plain, wikitext"):
+        load_corpus("wiki")
+    with pytest.raises(FileNotFoundError, match="wiki.train.raw"):
+        load_corpus("wikitext", tmp_path)
+    with pytest.raises(FileNotFoundError, match="--data-dir"):
+        load_corpus("plain", None)
+
+
+def test_gensim_wikipedia_articles_split_tokenize_and_keep_word_spans():
+    corpus = load_corpus("gensim_wiki", seed=0)
+    articles = corpus.train + corpus.validation + corpus.test
+    assert len(articles) == 106 and len({a.title for a in articles}) == 106
+    assert not {a.title for a in corpus.train} & {a.title for a in corpus.test}
+    assert sum(len(a.links) for a in articles) > 10_000
+    assert corpus == load_corpus("gensim_wiki", seed=0) and corpus != load_corpus("gensim_wiki", seed=1)
+    tok = train_wordpiece([a.text for a in corpus.train[:10]], vocab_size=500)
+    assert train_wordpiece([a.text for a in corpus.train[:10]], vocab_size=500).to_str() == tok.to_str()  # cached
+    chunks = encode_chunks(tok, [a.text for a in corpus.test[:3]], max_len=32)
+    for c in chunks:
+        assert len(c.input_ids) <= 32 and c.input_ids[0] == tok.token_to_id("[CLS]")
+        for w, (s, e) in zip(c.words, c.word_spans):
+            pieces = [tok.id_to_token(int(i)) for i in c.input_ids[s:e]]
+            assert pieces == ["[UNK]"] or "".join(p.removeprefix("##") for p in pieces) == w
+    assert words_of(tok, "New York's U.S.") == ["new", "york", "'", "s", "u", ".", "s", "."]
+
+
+def test_sentence_classification_task_splits_each_document():
+    docs = [Article(f"t{k}", " ".join(f"Sentence {i} of document {k} has words." for i in range(10))) for k in range(3)]
+    tr_x, tr_y, te_x, te_y = sentence_classification_data(docs, seed=0, per_doc=10, test_frac=0.3)
+    assert Counter(te_y) == {0: 3, 1: 3, 2: 3} and Counter(tr_y) == {0: 7, 1: 7, 2: 7}
+    assert not set(tr_x) & set(te_x)
+    with pytest.raises(ValueError, match="sum < 1"):
+        split_documents(docs, 0, 0.5, 0.5)
+
+
+# --------------------------------------------------------------------------------------
+# The claim as a number
+# --------------------------------------------------------------------------------------
+def test_steps_to_reach_interpolates_between_checkpoints():
+    from benchmarks.specs.pmi_masking import claim_verdict, steps_to_reach
+
+    curve = pd.Series([0.1, 0.3, 0.5], index=[100.0, 200.0, 300.0])
+    assert steps_to_reach(curve, 0.4) == pytest.approx(250.0)
+    assert steps_to_reach(curve, 0.05) == 100.0 and math.isnan(steps_to_reach(curve, 0.6))
+    rows = [dict(variant=v, metric="heldout_mlm_acc_curve", step=s, value=a)
+            for v, accs in {"pmi": (0.2, 0.4, 0.5), "random": (0.1, 0.2, 0.25), "whole_word": (0.1, 0.2, 0.3),
+                            "span": (0.1, 0.15, 0.2)}.items() for s, a in zip((100.0, 200.0, 300.0), accs)]
+    verdict = claim_verdict(pd.DataFrame(rows))
+    assert verdict.status == "holds" and "whole_word final 0.300" in verdict.evidence and "0.50 of its steps" in verdict.evidence
+    flat = pd.DataFrame([dict(r, value=0.0) for r in rows])
+    assert claim_verdict(flat).status == "inconclusive"  # nothing learned: no claim either way
+    never = pd.DataFrame([dict(r, value=0.1) if r["variant"] == "pmi" else r for r in rows])
+    assert claim_verdict(never).status == "does not hold"

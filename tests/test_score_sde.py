@@ -1,0 +1,302 @@
+"""Score SDEs: closed forms, exact-score samplers and likelihoods, the FID path, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import integrate
+
+from datamodules.mixtures import GaussianMixture, MixtureDataModule, make_mixture
+from lit_modules.score_sde import (
+    SubVPSDE, VESDE, VPSDE, bits_per_dim, ddpm_ancestral, dsm_loss, ema_with_warmup, make_sde, ode_likelihood,
+    ode_sampler, pc_sampler,
+)
+
+GAUSS = make_mixture("gaussian")  # N((0.5, -0.25), [[0.3, 0.1], [0.1, 0.2]])
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------- closed forms
+def test_marginal_prob_matches_closed_forms_for_all_sdes():
+    t = torch.tensor([0.1, 0.5, 1.0])
+    x = torch.full((3, 1, 2, 2), 2.0)
+    b0, b1 = 0.1, 20.0
+    int_beta = b0 * t + 0.5 * (b1 - b0) * t**2  # int_0^t beta(s) ds
+    alpha = torch.exp(-0.5 * int_beta)
+    mean, std = VPSDE().marginal_prob(x, t)
+    torch.testing.assert_close(mean[:, 0, 0, 0], 2 * alpha)
+    torch.testing.assert_close(std, torch.sqrt(1 - torch.exp(-int_beta)))
+    mean, std = SubVPSDE().marginal_prob(x, t)
+    torch.testing.assert_close(mean[:, 0, 0, 0], 2 * alpha)
+    torch.testing.assert_close(std, 1 - torch.exp(-int_beta))
+    mean, std = VESDE(0.01, 50.0).marginal_prob(x, t)
+    torch.testing.assert_close(mean, x)
+    torch.testing.assert_close(std, 0.01 * 5000.0**t)
+    # One value by hand: VP at t = 0.5, int beta = 0.05 + 0.25 * 19.9 / 2 = 2.5375.
+    _, std = VPSDE().marginal_prob(x[:1], torch.tensor([0.5]))
+    assert std.item() == pytest.approx(math.sqrt(1 - math.exp(-2.5375)), abs=1e-6)
+    assert std.item() == pytest.approx(0.959655, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
+def test_forward_sde_simulation_matches_marginal_prob(name):
+    sde = make_sde(name, sigma_max=5.0)
+    x0, t_end, steps, B = 0.7, 0.6, 600, 20000
+    x = torch.full((B, 1), x0, dtype=torch.float64)
+    dt = t_end / steps
+    for i in range(steps):
+        t = torch.full((B,), i * dt, dtype=torch.float64)
+        drift, g = sde.sde(x, t)
+        x = x + drift * dt + g[:, None] * math.sqrt(dt) * torch.randn_like(x)
+    mean, std = sde.marginal_prob(torch.full((1, 1), x0, dtype=torch.float64), torch.tensor([t_end], dtype=torch.float64))
+    if name == "ve":  # the SDE started at x0 has variance sigma(t)^2 - sigma_min^2
+        std = torch.sqrt(std**2 - sde.sigma_min**2)
+    assert x.mean().item() == pytest.approx(mean.item(), abs=4 * std.item() / math.sqrt(B) + 2e-3)
+    assert x.std().item() == pytest.approx(std.item(), rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["ve", "vp"])
+def test_discretisation_agrees_with_the_sde_for_small_steps(name):
+    sde = make_sde(name, N=20000)
+    x = torch.randn(4, 3)
+    t = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    f, G = sde.discretize(x, t)
+    drift, g = sde.sde(x, t)
+    torch.testing.assert_close(f * sde.N, drift, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(G**2 * sde.N, g**2, rtol=2e-3, atol=1e-3)
+
+
+def test_dsm_loss_equals_its_closed_form_at_the_exact_score():
+    """Data N(0, s^2 I), VP: E||std s*(x_t) + z||^2 / D = alpha_t^2 s^2 / (alpha_t^2 s^2 + std_t^2), averaged over t."""
+    sde, s2, eps, D = VPSDE(), 0.25, 1e-3, 4
+
+    def exact(x, t):
+        alpha, std = sde.marginal_coeffs(t)
+        return -x / (alpha**2 * s2 + std**2)[:, None]
+
+    def per_dim(t):
+        a2 = math.exp(2 * sde.log_mean_coeff(torch.tensor(t)).item())
+        return a2 * s2 / (a2 * s2 + 1 - a2)
+
+    expected = integrate.quad(per_dim, eps, 1.0)[0] / (1 - eps)
+    x0 = torch.randn(400000, D, dtype=torch.float64) * math.sqrt(s2)
+    loss = dsm_loss(sde, exact, x0, eps=eps, reduce_mean=True).item()
+    assert loss == pytest.approx(expected, abs=3e-3)
+    zero = dsm_loss(sde, lambda x, t: torch.zeros_like(x), x0, eps=eps, reduce_mean=False).item()
+    assert zero == pytest.approx(D, rel=0.01)  # with s = 0 the loss is E||z||^2 = D
+
+
+def test_bits_per_dim_of_a_uniform_density_is_log2_of_the_levels():
+    D = 12
+    logp = torch.full((3,), -D * math.log(2.0))  # uniform on [-1, 1]^D
+    torch.testing.assert_close(bits_per_dim(logp, D, 256), torch.full((3,), 8.0))
+    torch.testing.assert_close(bits_per_dim(logp, D, 17), torch.full((3,), math.log2(17)))
+
+
+def test_ema_warmup_follows_the_reference_schedule():
+    ema, cur = [torch.zeros(3)], [torch.ones(3)]
+    ema_with_warmup(0.999)(ema, cur, torch.tensor(1))
+    torch.testing.assert_close(ema[0], torch.full((3,), 1 - 2 / 11))  # decay = min(0.999, 2/11)
+
+
+# ------------------------------------------------------------- exact-score samplers
+def _moments_close(x, mixture, tol=0.05):
+    x = x.reshape(x.shape[0], -1).double()
+    torch.testing.assert_close(x.mean(0), mixture.mean(), atol=tol, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), mixture.covariance(), atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("name,predictor,corrector", [
+    ("ve", "reverse_diffusion", "langevin"),
+    ("vp", "reverse_diffusion", "langevin"),
+    ("vp", "euler_maruyama", "none"),
+    ("subvp", "euler_maruyama", "langevin"),
+    ("ve", "ancestral", "none"),
+])
+def test_pc_sampler_with_the_exact_score_reproduces_gaussian_moments(name, predictor, corrector):
+    sde = make_sde(name, N=300)
+    x, nfe = pc_sampler(sde, GAUSS.score_fn(sde), (4000, 2), predictor, corrector)
+    assert nfe == 300 * (2 if corrector == "langevin" else 1)
+    _moments_close(x, GAUSS)
+
+
+def test_ddpm_ancestral_with_the_exact_score_reproduces_gaussian_moments():
+    sde = VPSDE(N=300)
+    x, nfe = ddpm_ancestral(sde, GAUSS.score_fn(sde), (4000, 2))
+    assert nfe == 300
+    _moments_close(x, GAUSS)
+
+
+@pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
+def test_ode_sampler_with_the_exact_score_reproduces_gaussian_moments(name):
+    sde = make_sde(name)
+    x, nfe = ode_sampler(sde, GAUSS.score_fn(sde), (3000, 2))
+    assert 10 < nfe < 2000
+    _moments_close(x, GAUSS)
+
+
+def _prior_mismatch(mixture, sde, z):
+    """log p_T(z) - prior_logp(z): the ODE likelihood uses the prior where the true p_T belongs.
+    For VE it is visible (the prior ignores the data mean: about m.z / sigma_max^2 ~ 0.02 nats)."""
+    t = torch.ones(z.shape[0], dtype=torch.float64)
+    alpha, std = sde.marginal_coeffs(t)
+    if isinstance(sde, VESDE):
+        std = torch.sqrt(std**2 - sde.sigma_min**2)
+    return mixture.log_prob(z, alpha, std) - sde.prior_logp(z)
+
+
+@pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
+def test_ode_likelihood_with_the_exact_score_matches_the_analytic_density(name):
+    sde = make_sde(name)
+    x = GAUSS.sample(16).double()
+    logp, z, _ = ode_likelihood(sde, GAUSS.score_fn(sde), x, divergence="exact")
+    torch.testing.assert_close(logp, GAUSS.log_prob(x) - _prior_mismatch(GAUSS, sde, z), atol=2e-3, rtol=0)
+
+
+def test_ode_likelihood_of_a_non_gaussian_mixture_matches_its_density():
+    mixture, sde = make_mixture("two_gaussians"), VPSDE()
+    x = mixture.sample(12).double()
+    logp, z, _ = ode_likelihood(sde, mixture.score_fn(sde), x, divergence="exact")
+    torch.testing.assert_close(logp, mixture.log_prob(x) - _prior_mismatch(mixture, sde, z), atol=1e-2, rtol=0)
+
+
+def test_hutchinson_likelihood_of_isotropic_image_gaussian_is_exact():
+    """Rademacher noise gives the exact trace of a diagonal Jacobian: images (B, 1, 4, 4) ~ N(m, s^2 I)."""
+    sde, m, s2 = VPSDE(), 0.3, 0.2
+
+    def score(x, t):
+        alpha, std = sde.marginal_coeffs(t)
+        return -(x - alpha.view(-1, 1, 1, 1) * m) / (alpha**2 * s2 + std**2).view(-1, 1, 1, 1)
+
+    x = m + math.sqrt(s2) * torch.randn(8, 1, 4, 4)
+    logp, z, _ = ode_likelihood(sde, score, x, divergence="rademacher")
+    analytic = -8 * math.log(2 * math.pi * s2) - ((x - m) ** 2).sum((1, 2, 3)).double() / (2 * s2)
+    torch.testing.assert_close(logp, analytic, atol=2e-2, rtol=0)
+    assert z.shape == x.shape
+
+
+def test_mixture_score_is_the_gradient_of_its_log_density():
+    mixture = make_mixture("eight_gaussians")
+    x = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    alpha, std = torch.full((6,), 0.8, dtype=torch.float64), torch.full((6,), 0.3, dtype=torch.float64)
+    grad = torch.autograd.grad(mixture.log_prob(x, alpha, std).sum(), x)[0]
+    torch.testing.assert_close(mixture.score(x.detach(), alpha, std), grad)
+
+
+def test_mixture_datamodule_serves_samples_of_its_mixture():
+    dm = MixtureDataModule("two_gaussians", n_train=20000, n_test=100, seed=1)
+    dm.setup()
+    _moments_close(dm.x["train"], dm.mixture, tol=0.03)
+    assert next(iter(dm.train_dataloader()))[0].shape == (256, 2)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_names_are_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown SDE 'vx'.*ve, vp, subvp"):
+        make_sde("vx")
+    with pytest.raises(ValueError, match="unknown predictor 'leapfrog'"):
+        pc_sampler(VPSDE(N=30), GAUSS.score_fn(VPSDE()), (4, 2), predictor="leapfrog")
+    with pytest.raises(ValueError, match="unknown corrector 'hmc'"):
+        pc_sampler(VPSDE(N=30), GAUSS.score_fn(VPSDE()), (4, 2), corrector="hmc")
+    with pytest.raises(ValueError, match="unknown divergence"):
+        ode_likelihood(VPSDE(), GAUSS.score_fn(VPSDE()), torch.zeros(2, 2), divergence="skilling")
+    with pytest.raises(ValueError, match="unknown mixture"):
+        make_mixture("nine_gaussians")
+
+
+def test_samplers_refuse_sdes_they_are_not_defined_for():
+    with pytest.raises(ValueError, match="ancestral sampling is defined for VESDE and VPSDE"):
+        pc_sampler(SubVPSDE(N=30), GAUSS.score_fn(SubVPSDE()), (4, 2), "ancestral", "none")
+    with pytest.raises(ValueError, match="needs a VPSDE"):
+        ddpm_ancestral(VESDE(N=30), GAUSS.score_fn(VESDE()), (4, 2))
+    with pytest.raises(ValueError, match="needs N > beta_max"):
+        pc_sampler(VPSDE(N=10), GAUSS.score_fn(VPSDE()), (4, 2))
+
+
+def test_bad_sde_and_mixture_parameters_are_refused():
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        VESDE(sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ValueError, match="beta_min < beta_max"):
+        VPSDE(beta_min=1.0, beta_max=0.1)
+    with pytest.raises(ValueError, match="sum to 1"):
+        GaussianMixture(torch.tensor([0.5, 0.6]), torch.zeros(2, 2), torch.eye(2).repeat(2, 1, 1))
+
+
+# --------------------------------------------------------------------------- FID path
+spec = pytest.importorskip("benchmarks.specs.score_sde")
+
+
+@pytest.fixture(scope="module")
+def digits_clf(tmp_path_factory):
+    data = spec.digits({"split_seed": 0}, None, 0)
+    path = tmp_path_factory.mktemp("clf") / "clf.pt"
+    torch.save(spec.train_classifier(data, steps=60), path)
+    return data, spec.register_classifier_extractor("digits"), str(path)
+
+
+def test_to_uint8_nchw_maps_the_range_and_refuses_bad_images():
+    x = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3)
+    torch.testing.assert_close(spec.to_uint8_nchw(x), torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 1, 1, 3))
+    assert spec.to_uint8_nchw(x, channels=3).shape == (1, 3, 1, 3)
+    with pytest.raises(ValueError, match="outside"):
+        spec.to_uint8_nchw(x * 1.5)
+    assert spec.to_uint8_nchw(x * 1.5, clip=True).max() == 255
+    with pytest.raises(ValueError, match="NaN"):
+        spec.to_uint8_nchw(torch.full((1, 1, 2, 2), float("nan")), clip=True)
+    with pytest.raises(ValueError, match="floating point .* or uint8"):
+        spec.to_uint8_nchw(torch.zeros(1, 1, 2, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        spec.to_uint8_nchw(torch.zeros(2, 2))
+
+
+def test_fid_of_identical_sets_is_zero_and_of_a_shifted_set_is_larger(digits_clf, tmp_path):
+    data, name, weights = digits_clf
+    real = spec.to_uint8_nchw(data.x["train"][:400])
+    same = spec.fidelity_metrics(real, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
+    assert set(same) == {"fid_clf", "is_clf", "kid_clf"}
+    assert abs(same["fid_clf"]) < 1e-6
+    shifted = spec.to_uint8_nchw(data.x["train"][:400] + 0.5, clip=True)
+    moved = spec.fidelity_metrics(shifted, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
+    assert moved["fid_clf"] > 1.0
+    # KID is an unbiased estimate from random subsets: about zero for identical sets, not exactly.
+    assert abs(same["kid_clf"]) < 0.05 * moved["kid_clf"]
+    other = spec.to_uint8_nchw(data.x["test"][:300])  # held-out real digits: between the two
+    held = spec.fidelity_metrics(other, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
+    assert same["fid_clf"] < held["fid_clf"] < moved["fid_clf"]
+
+
+def test_fidelity_refuses_too_few_samples_and_unknown_extractors(digits_clf, tmp_path):
+    data, name, weights = digits_clf
+    real = spec.to_uint8_nchw(data.x["train"][:50])
+    with pytest.raises(ValueError, match="too few samples"):
+        spec.fidelity_metrics(real[:5], real, name, "clf", weights, str(tmp_path), None)
+    assert name == "iclrbench-clf-digits" and "inception" not in name
+    from benchmarks.unit import UnitContext
+
+    bench = spec.score_sde()
+    ctx = UnitContext("score_sde", "vp_pc", 0, "smoke", "digits", {**bench.config("smoke", "vp_pc"), "fid_extractor": "dino"},
+                      artifacts_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown fid_extractor 'dino'"):
+        spec.feature_space(ctx, data)
+    ctx.config.update(fid_extractor="inception", fid_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        spec.feature_space(ctx, data)
+
+
+def test_reference_features_are_cached_once_per_run(digits_clf, tmp_path):
+    data, name, weights = digits_clf
+    real = spec.to_uint8_nchw(data.x["train"][:200])
+    fake = spec.to_uint8_nchw(data.x["test"][:100])
+    spec.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), "digits-ref", kid_subset_size=50)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files and all(f.startswith(f"digits-ref-{name}-") for f in files)
+    again = spec.fidelity_metrics(fake, torch.zeros_like(real), name, "clf", weights, str(tmp_path), "digits-ref",
+                                  kid_subset_size=50)  # a different input2 under the same name: read from the cache
+    first = spec.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=50)
+    assert again["fid_clf"] == pytest.approx(first["fid_clf"], rel=1e-6)
