@@ -48,17 +48,30 @@ LRA_LISTOPS_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test":
 Tree = Any  # an int leaf or nested tuples ((op, arg0), arg1) ... END, as in LRA
 
 
-def generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int) -> tuple[Tree, int]:
-    """One random ListOps tree and its token length (LRA's ``generate_tree``)."""
+class _TooLong(Exception):
+    """A tree under construction reached the length limit: it would be rejected anyway."""
+
+
+def generate_tree(
+    rng: random.Random, depth: int, max_depth: int, max_args: int, limit: int | None = None
+) -> tuple[Tree, int]:
+    """One random ListOps tree and its token length (LRA's ``generate_tree``).
+
+    With ``limit``, construction stops (``_TooLong``) as soon as the length reaches it:
+    the rejection sampler would discard that tree, so the accepted trees keep LRA's
+    distribution and the huge rejected ones are not built to the end.
+    """
     r = rng.random() if depth < max_depth else 1.0
     if r > VALUE_P:
         return rng.choice(VALUES), 1
     length = 2  # the operator and its closing "]"
     args = []
     for _ in range(rng.randint(2, max_args)):
-        sub, sub_len = generate_tree(rng, depth + 1, max_depth, max_args)
+        sub, sub_len = generate_tree(rng, depth + 1, max_depth, max_args, None if limit is None else limit - length)
         args.append(sub)
         length += sub_len
+        if limit is not None and length >= limit:
+            raise _TooLong
     tree: Tree = (rng.choice(OPERATORS), args[0])
     for arg in args[1:]:
         tree = (tree, arg)
@@ -117,7 +130,10 @@ def generate_listops(
         tries += 1
         if tries > limit:
             raise RuntimeError(f"ListOps: only {len(kept)} of {n} trees within ({min_length}, {max_length}) after {limit} draws")
-        tree, length = generate_tree(rng, 1, max_depth, max_args)
+        try:
+            tree, length = generate_tree(rng, 1, max_depth, max_args, limit=max_length)
+        except _TooLong:
+            continue
         if min_length < length < max_length:
             tokens = tuple(tree_tokens(tree))
             if tokens not in kept:

@@ -499,7 +499,12 @@ def run_flower(data, module: FedClassifier, cfg: FedConfig, eval_split: str = "t
 
     hist, x_eval, y_eval = History(), data.x[eval_split], data.y[eval_split]
 
+    stamps: list[float] = []
+
     def evaluate_fn(server_round: int, arrays) -> None:
+        stamps.append(time.perf_counter())  # called before round 1 and after every round
+        if len(stamps) > 1:
+            hist.round_s.append(stamps[-1] - stamps[-2])  # a round through Ray, plus the last evaluation
         if server_round > 0:
             set_params(module, from_record(arrays))
             acc, loss = evaluate(module, x_eval, y_eval)
