@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-nodes", type=int, default=1)
     r.add_argument("--precision", default="32-true")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (BENCH.KEY scopes it)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads per unit (default: torch's)")
     r.add_argument("--timeout", type=float, default=None, help="seconds per unit (default: the spec's per preset)")
     r.add_argument("--out", default="results/runs")
     r.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
@@ -123,6 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from benchmarks.runner import plan
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads must be at least 1; got {args.threads}")
+        os.environ["ICLRBENCH_THREADS"] = str(args.threads)  # inherited by every unit
     plan(opts)  # validates every name before anything runs
     _preflight_data(opts)
     run_dir = execute_run(opts)

@@ -126,6 +126,9 @@ def seed_everything(seed: int) -> None:
     import lightning
     import torch
 
+    threads = os.environ.get("ICLRBENCH_THREADS")
+    if threads:  # --threads: fewer torch threads per unit help on a shared or oversubscribed CPU
+        torch.set_num_threads(int(threads))
     lightning.seed_everything(seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

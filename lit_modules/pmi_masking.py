@@ -265,7 +265,7 @@ class Masker:
 
     def __init__(
         self,
-        scheme: str,
+        scheme: Scheme,
         mask_id: int,
         vocab_size: int,
         first_regular_id: int = 5,
@@ -363,10 +363,8 @@ def masked_lm_logits(mlm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 class MaskedLMPretrainer(L.LightningModule):
-    """MLM pretraining; validation = accuracy on fixed, commonly masked held-out batches.
-
-    ``curve`` collects (global step, held-out accuracy) at every validation.
-    """
+    """MLM pretraining; validation = accuracy and cross-entropy on fixed, commonly masked
+    held-out batches. ``curve`` collects (global step, accuracy, loss) at every validation."""
 
     def __init__(
         self,
@@ -385,7 +383,8 @@ class MaskedLMPretrainer(L.LightningModule):
         self.save_hyperparameters()
         self.mlm = build_bert_mlm(vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_len)
         self.val_acc = torchmetrics.classification.MulticlassAccuracy(num_classes=vocab_size, average="micro")
-        self.curve: list[tuple[int, float]] = []
+        self.val_loss = torchmetrics.MeanMetric()  # per masked token
+        self.curve: list[tuple[int, float, float]] = []
 
     def training_step(self, batch, batch_idx):
         logits, target = masked_lm_logits(self.mlm, batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -396,12 +395,14 @@ class MaskedLMPretrainer(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         logits, target = masked_lm_logits(self.mlm, batch["input_ids"], batch["attention_mask"], batch["labels"])
         self.val_acc.update(logits.argmax(-1), target)
+        self.val_loss.update(nn.functional.cross_entropy(logits, target), weight=target.numel())
 
     def on_validation_epoch_end(self) -> None:
-        acc = float(self.val_acc.compute())
+        acc, loss = float(self.val_acc.compute()), float(self.val_loss.compute())
         self.val_acc.reset()
-        self.log("val_mlm_acc", acc)
-        self.curve.append((int(self.global_step), acc))
+        self.val_loss.reset()
+        self.log_dict({"val_mlm_acc": acc, "val_mlm_loss": loss})
+        self.curve.append((int(self.global_step), acc, loss))
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup

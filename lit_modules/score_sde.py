@@ -252,7 +252,7 @@ def reverse_diffusion_predictor(sde, score_fn, x, t):
 
 @register_predictor("ancestral")
 def ancestral_predictor(sde, score_fn, x, t):
-    """DDPM ancestral sampling (VP) or its SMLD analogue (VE), eqs. (46)-(47) of the paper."""
+    """DDPM ancestral sampling (VP) or its SMLD analogue (VE), the paper's Appendix F."""
     i = sde.timestep(t)
     score = score_fn(x, t)
     if isinstance(sde, VESDE):
@@ -272,7 +272,8 @@ def ancestral_predictor(sde, score_fn, x, t):
 
 @register_corrector("langevin")
 def langevin_corrector(sde, score_fn, x, t, snr: float, n_steps: int):
-    """Annealed Langevin steps with step size 2 alpha_i (snr ||z|| / ||score||)^2 (Algorithm 5)."""
+    """Langevin steps with step size 2 alpha_i (snr ||z|| / ||score||)^2 (the paper's corrector
+    algorithms for VE and VP; alpha_i = 1 - beta_i for VP and sub-VP, 1 for VE)."""
     if isinstance(sde, VPSDE):  # VP and sub-VP, as in the reference
         sde.check_discrete()
         alpha = sde.alphas.to(t.device)[sde.timestep(t)]

@@ -282,12 +282,17 @@ def test_steps_to_reach_interpolates_between_checkpoints():
     curve = pd.Series([0.1, 0.3, 0.5], index=[100.0, 200.0, 300.0])
     assert steps_to_reach(curve, 0.4) == pytest.approx(250.0)
     assert steps_to_reach(curve, 0.05) == 100.0 and math.isnan(steps_to_reach(curve, 0.6))
-    rows = [dict(variant=v, metric="heldout_mlm_acc_curve", step=s, value=a)
-            for v, accs in {"pmi": (0.2, 0.4, 0.5), "random": (0.1, 0.2, 0.25), "whole_word": (0.1, 0.2, 0.3),
-                            "span": (0.1, 0.15, 0.2)}.items() for s, a in zip((100.0, 200.0, 300.0), accs)]
+    assert steps_to_reach(pd.Series([5.0, 4.0, 3.0], index=[100.0, 200.0, 300.0]), 3.5, higher_is_better=False) == pytest.approx(250.0)
+    losses = {"pmi": (5.0, 4.0, 3.5), "random": (5.5, 5.0, 4.5), "whole_word": (5.5, 4.8, 4.0), "span": (5.4, 5.0, 4.8)}
+    rows = [dict(variant=v, metric="heldout_mlm_loss_curve", step=s, value=a, seed=0)
+            for v, vals in losses.items() for s, a in zip((100.0, 200.0, 300.0), vals)]
     verdict = claim_verdict(pd.DataFrame(rows))
-    assert verdict.status == "holds" and "whole_word final 0.300" in verdict.evidence and "0.50 of its steps" in verdict.evidence
-    flat = pd.DataFrame([dict(r, value=0.0) for r in rows])
-    assert claim_verdict(flat).status == "inconclusive"  # nothing learned: no claim either way
-    never = pd.DataFrame([dict(r, value=0.1) if r["variant"] == "pmi" else r for r in rows])
-    assert claim_verdict(never).status == "does not hold"
+    # whole_word's final 4.0 is PMI's loss at step 200 -> 200/300; random 4.5 -> 150/300; span 4.8 -> 120/300
+    assert verdict.status == "inconclusive" and "whole_word 4.000 @ 300: PMI at 0.67 of its steps" in verdict.evidence
+    faster = pd.DataFrame([dict(r, value=r["value"] + 0.3) if r["variant"] == "whole_word" else r for r in rows])
+    assert claim_verdict(faster).status == "holds"  # whole_word final 4.3: PMI at 0.57
+    never = pd.DataFrame([dict(r, value=5.0) if r["variant"] == "pmi" else r for r in rows])
+    assert claim_verdict(never).status == "does not hold"  # PMI ends 0.5 nats worse than random
+    noisy = never.copy()  # the same means, but seeds that disagree by more than the gap
+    noisy = pd.concat([noisy.assign(seed=0, value=noisy["value"] - 1.0), noisy.assign(seed=1, value=noisy["value"] + 1.0)])
+    assert claim_verdict(noisy).status == "inconclusive"

@@ -22,6 +22,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: intra-op threads only add synchronisation (10x slower on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------- closed forms
 def test_marginal_prob_matches_closed_forms_for_all_sdes():
     t = torch.tensor([0.1, 0.5, 1.0])
@@ -300,3 +309,42 @@ def test_reference_features_are_cached_once_per_run(digits_clf, tmp_path):
                                   kid_subset_size=50)  # a different input2 under the same name: read from the cache
     first = spec.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=50)
     assert again["fid_clf"] == pytest.approx(first["fid_clf"], rel=1e-6)
+
+
+def test_inception_tag_below_2048_samples_warns(digits_clf, tmp_path):
+    data, name, weights = digits_clf
+    real = spec.to_uint8_nchw(data.x["train"][:100])
+    with pytest.warns(UserWarning, match="biased"):
+        out = spec.fidelity_metrics(real, real, name, "inception", weights, str(tmp_path), None, kid_subset_size=50)
+    assert set(out) == {"fid_inception", "is_inception", "kid_inception"}
+
+
+def test_cached_computes_once(tmp_path):
+    calls = []
+    first, hit1 = spec.cached(tmp_path / "x.pt", lambda: calls.append(1) or {"v": 3})
+    second, hit2 = spec.cached(tmp_path / "x.pt", lambda: calls.append(1) or {"v": 4})
+    assert (first, second, hit1, hit2, len(calls)) == ({"v": 3}, {"v": 3}, False, True, 1)
+
+
+@pytest.mark.parametrize("vp_pc,expected", [(20.0, "holds"), (40.0, "does not hold"), (30.5, "inconclusive")])
+def test_verdict_compares_vp_pc_with_ddpm_at_the_band(vp_pc, expected):
+    import pandas as pd
+
+    rows = [("ddpm_ancestral", s, "fid_clf", 30.0 + d) for s, d in ((0, -0.5), (1, 0.5))]
+    rows += [("vp_pc", s, "fid_clf", vp_pc + d) for s, d in ((0, -0.5), (1, 0.5))]
+    df = pd.DataFrame(rows, columns=["variant", "seed", "metric", "value"]).assign(step=float("nan"))
+    assert spec.claim_verdict(df).status == expected
+
+
+def test_cifar10_factory_scales_8bit_images_to_the_unit_interval(monkeypatch):
+    import numpy as np
+
+    import datamodules.images as images
+
+    fake = {"train": (np.array([[[[0, 255]]] * 3], dtype=np.uint8).reshape(1, 3, 1, 2), np.array([4])),
+            "test": (np.full((2, 3, 1, 2), 51, dtype=np.uint8), np.array([1, 2]))}
+    monkeypatch.setattr(images, "load_cifar10", lambda data_dir: fake)
+    data = spec.cifar10({"split_seed": 0}, "/nowhere", 0)
+    torch.testing.assert_close(data.x["train"][0, :, 0], torch.tensor([[-1.0, 1.0]] * 3))
+    torch.testing.assert_close(data.x["test"], torch.full((2, 3, 1, 2), 51 / 255 * 2 - 1))
+    assert data.n_bins == 256 and data.shape == (3, 1, 2) and data.y["test"].tolist() == [1, 2]
