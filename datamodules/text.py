@@ -13,6 +13,7 @@ Real corpora read from ``--data-dir``:
 
 Public API (reused by other benchmarks):
 - :func:`load_wiki_articles` -> list of :class:`Article` (title, cleaned text, links);
+- :func:`mention_entity_pairs` -> (mention, entity, source article) for every wikilink;
 - :func:`load_corpus` -> :class:`TextCorpus` (train/validation/test documents);
 - :func:`train_wordpiece` -> a ``tokenizers.Tokenizer`` trained offline and cached;
 - :func:`words_of` / :func:`encode_chunks` -> words and token chunks whose words keep
@@ -28,7 +29,6 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +167,11 @@ def _cached_wiki_articles(path: str, min_words: int) -> tuple[Article, ...]:
 def load_wiki_articles(path: str | os.PathLike | None = None, min_words: int = MIN_ARTICLE_WORDS) -> list[Article]:
     """Cleaned articles (title, text, wikilinks) of a Wikipedia dump; gensim's by default."""
     return list(_cached_wiki_articles(str(path or gensim_wiki_path()), min_words))
+
+
+def mention_entity_pairs(articles: Sequence[Article]) -> list[tuple[str, str, str]]:
+    """(mention, entity title, title of the article it occurs in) for every wikilink."""
+    return [(m, e, a.title) for a in articles for m, e in a.links]
 
 
 # --------------------------------------------------------------------------------------
@@ -472,19 +477,23 @@ class MLMDataModule(L.LightningDataModule):
             for a in self.corpus.split(split):
                 key.update(f"{split}|{a.title}|{len(a.text)}".encode())
         key.update(f"{self.max_len}|{CLEANER_VERSION}".encode())
-        path = cache_dir() / f"chunks-{key.hexdigest()[:16]}.pkl"
-        if path.exists():
-            with open(path, "rb") as fh:
-                self.chunks, self._train_words = pickle.load(fh)
+        path = cache_dir() / f"chunks-{key.hexdigest()[:16]}.json"
+        if path.exists():  # JSON, not pickle: a cache file must not be able to run code
+            saved = json.loads(path.read_text())
+            self.chunks = {split: [Chunk(np.asarray(c["ids"], dtype=np.int64), [tuple(s) for s in c["spans"]], c["words"], c["doc"])
+                                   for c in chunks] for split, chunks in saved["chunks"].items()}
+            self._train_words = saved["train_words"]
             return self
         for split in ("train", "validation", "test"):
             encoded = encode_words(self.tokenizer, [a.text for a in self.corpus.split(split)])
             self.chunks[split] = chunk_words(self.tokenizer, encoded, self.max_len)
             if split == "train":
                 self._train_words = [words for words, _ in encoded]
+        saved = {"chunks": {split: [{"ids": c.input_ids.tolist(), "spans": c.word_spans, "words": c.words, "doc": c.doc}
+                                    for c in chunks] for split, chunks in self.chunks.items()},
+                 "train_words": self._train_words}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump((self.chunks, self._train_words), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.write_text(json.dumps(saved))
         os.replace(tmp, path)
         return self
 

@@ -287,6 +287,7 @@ class Masker:
         self.replace_probs = tuple(replace_probs)
         self.scheme, self.mask_id, self.vocab_size, self.first_regular_id = scheme, mask_id, vocab_size, first_regular_id
         self.rate, self.vocab, self.max_n, self.span_p, self.span_max = rate, vocab, max_n, span_p, span_max
+        self._matches_key = ("pmi_matches", max_n, hash(vocab)) if vocab else None
 
     def units(self, chunk, rng: np.random.Generator) -> list[Span]:
         spans = chunk.word_spans
@@ -297,8 +298,8 @@ class Masker:
             return select_units(list(spans), budget, rng)
         if self.scheme == "span":
             return span_units(spans, budget, rng, self.span_p, self.span_max)
-        key = ("pmi_matches", id(self.vocab))
-        if key not in chunk.extra:  # matches depend only on the chunk and the vocabulary
+        key = self._matches_key
+        if key not in chunk.extra:  # matches depend only on the chunk and the vocabulary: cached
             chunk.extra[key] = find_matches(chunk.words, self.vocab, self.max_n)
         word_units = pmi_word_units(len(spans), chunk.extra[key], rng)
         return select_units([(spans[a][0], spans[b - 1][1]) for a, b in word_units], budget, rng)
@@ -311,7 +312,8 @@ class Masker:
 
 
 class MaskingCollator:
-    """``collate_fn`` for ``MLMDataModule``: masks each chunk with its own numpy stream."""
+    """``collate_fn`` for ``MLMDataModule``: masks the chunks of a batch with one numpy
+    stream seeded by ``seed``, pads, and returns input_ids / attention_mask / labels."""
 
     def __init__(self, masker: Masker, seed: int, pad_id: int = 0) -> None:
         self.masker, self.rng, self.pad_id = masker, np.random.default_rng(seed), pad_id

@@ -305,3 +305,21 @@ def test_scaling_sweep_records_limits_as_values():
     # past the limit nothing is run, except the goal length the speed ratios are defined at
     assert {r.step for r in rows if r.metric == "fwd_bwd_ms"} == {cfg["goal_length"]} == {128}
     assert any(r.metric == f"speedup_vs_softmax@L={cfg['goal_length']}" for r in rows)
+
+
+def test_verdict_needs_both_a_crossover_and_a_small_accuracy_loss():
+    import pandas as pd
+
+    from benchmarks.specs.performer import claim_verdict
+
+    def rows(favor_acc: float, scaling_metric: str) -> pd.DataFrame:
+        return pd.DataFrame([
+            dict(variant="favor", metric="accuracy", value=favor_acc, step=None),
+            dict(variant="softmax", metric="accuracy", value=0.30, step=None),
+            dict(variant="scaling", metric=scaling_metric, value=1024.0 if scaling_metric == "crossover_length" else 1.0, step=None),
+        ])
+
+    assert claim_verdict(rows(0.29, "crossover_length")).status == "holds"
+    assert claim_verdict(rows(0.20, "crossover_length")).status == "does not hold"
+    assert claim_verdict(rows(0.30, "crossover_length_not_found")).status == "does not hold"
+    assert claim_verdict(rows(0.30, "params")).status == "inconclusive"

@@ -17,6 +17,7 @@ from datamodules.text import (
     encode_chunks,
     extract_wikilinks,
     load_corpus,
+    mention_entity_pairs,
     read_plain_text,
     read_wikitext,
     sentence_classification_data,
@@ -251,7 +252,8 @@ def test_gensim_wikipedia_articles_split_tokenize_and_keep_word_spans():
     articles = corpus.train + corpus.validation + corpus.test
     assert len(articles) == 106 and len({a.title for a in articles}) == 106
     assert not {a.title for a in corpus.train} & {a.title for a in corpus.test}
-    assert sum(len(a.links) for a in articles) > 10_000
+    pairs = mention_entity_pairs(articles)
+    assert len(pairs) > 10_000 and ("Greek mythology", "Greek mythology", "Achilles") in pairs
     assert corpus == load_corpus("gensim_wiki", seed=0) and corpus != load_corpus("gensim_wiki", seed=1)
     tok = train_wordpiece([a.text for a in corpus.train[:10]], vocab_size=500)
     assert train_wordpiece([a.text for a in corpus.train[:10]], vocab_size=500).to_str() == tok.to_str()  # cached

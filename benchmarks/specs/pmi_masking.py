@@ -151,11 +151,14 @@ def run(ctx: UnitContext) -> list[Measurement]:
 
 
 def ngram_statistics(ctx: UnitContext) -> list[Measurement]:
-    """N-gram counting throughput and peak memory on the training split; the vocabulary's
-    size per length, its coverage of the training words, and its top entries per length."""
+    """N-gram counting throughput and peak memory on the training split (its first
+    ``ngram_stats_docs`` documents when set); the vocabulary's size per length, its coverage
+    of the training words, and its top entries per length."""
     cfg = ctx.config
     dm = ctx.datamodule().prepare()
     docs = list(dm.train_words())  # pre-tokenised once, so that only counting is timed
+    if cfg["ngram_stats_docs"]:
+        docs = docs[: cfg["ngram_stats_docs"]]
     n_words = sum(map(len, docs))
     start = time.perf_counter()
     stats = count_ngrams(docs, cfg["pmi_max_n"], cfg["pmi_min_count"])
@@ -278,11 +281,12 @@ def pmi_masking() -> Benchmark:
             pmi_max_n=5, pmi_min_count=10, pmi_vocab_size=2000, span_p=0.2, span_max=10,
             hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256, lr=3e-3, weight_decay=0.01,
             warmup_steps=30, max_steps=300, eval_every=50, eval_chunks=128,
-            finetune_steps=100, finetune_lr=5e-4, finetune_per_doc=60,
+            finetune_steps=100, finetune_lr=5e-4, finetune_per_doc=60, ngram_stats_docs=0,
         ),
         presets={
             "smoke": dict(vocab_size=1000, max_len=32, batch_size=8, hidden_size=32, intermediate_size=64, warmup_steps=2,
-                          max_steps=6, eval_every=3, eval_chunks=16, finetune_steps=3, finetune_per_doc=8),
+                          max_steps=6, eval_every=3, eval_chunks=16, finetune_steps=3, finetune_per_doc=8,
+                          ngram_stats_docs=8, pmi_min_count=3),
             "quick": {},
             "full": dict(vocab_size=30522, max_len=128, batch_size=256, pmi_vocab_size=800_000, hidden_size=768,
                          num_layers=12, num_heads=12, intermediate_size=3072, lr=1e-4, warmup_steps=10_000,

@@ -101,7 +101,7 @@ def cached(path: Path, compute: Callable[[], Any]) -> tuple[Any, bool]:
     """``torch.load(path)`` if present, else ``compute()`` saved atomically; (value, was_cached)."""
     with _locked(path):
         if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=False), True
+            return torch.load(path, map_location="cpu", weights_only=True), True
         value = compute()
         if is_rank_zero():
             tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
@@ -196,7 +196,7 @@ def _fidelity():
             super().__init__(name, features_list)
             if feature_extractor_weights_path is None:
                 raise ValueError(f"{name} needs feature_extractor_weights_path (the trained classifier)")
-            saved = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+            saved = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
             self.net = SmallClassifier(**saved["config"])
             self.net.load_state_dict(saved["state"])
 
