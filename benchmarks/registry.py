@@ -152,6 +152,9 @@ class Benchmark:
                 raise ValueError(f"{self.name}: variant {v.name!r} sets unknown keys {unknown}")
         if not self.datasets:
             raise ValueError(f"{self.name}: needs at least one dataset")
+        for p in self.paper_numbers:
+            if p.variant not in names or self.metric(p.metric) is None:
+                raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")
 
     # --- look-ups -------------------------------------------------------------------
     def variant(self, name: str) -> Variant:

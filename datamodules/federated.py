@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.images import DatasetNotFoundError, _load_cifar_batch, _online, load_digits_tensors, split_indices
+from datamodules.images import DatasetNotFoundError, _load_cifar_batch, ensure_archive, load_digits_tensors, split_indices
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"  # torchvision's CIFAR100.url
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"  # torchvision's CIFAR100.tgz_md5
@@ -138,23 +138,8 @@ def load_emnist(data_dir: str | Path | None, split: str = "byclass") -> dict[str
 
 
 def ensure_cifar100(data_dir: str | Path | None, download: bool = True) -> Path:
-    """``data_dir/cifar-100-python`` (downloaded when missing and online), or a one-line error."""
-    if data_dir is None:
-        raise DatasetNotFoundError("cifar100 needs --data-dir PATH (the folder that holds cifar-100-python/)")
-    root = Path(data_dir).expanduser()
-    folder = root / CIFAR100_FOLDER
-    missing = [name for name in ("train", "test") if not (folder / name).is_file()]
-    if missing and download and _online():
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        download_and_extract_archive(CIFAR100_URL, str(root), md5=CIFAR100_MD5)
-        missing = [name for name in ("train", "test") if not (folder / name).is_file()]
-    if missing:
-        raise DatasetNotFoundError(
-            f"CIFAR-100 not found: expected {', '.join(missing)} in {folder} (the python version, "
-            f"{CIFAR100_URL}); no network to download it. Extract the archive under {root}."
-        )
-    return folder
+    """``data_dir/cifar-100-python`` (the python version of CIFAR-100)."""
+    return ensure_archive("CIFAR-100", data_dir, CIFAR100_FOLDER, ["train", "test"], CIFAR100_URL, CIFAR100_MD5, download)
 
 
 def load_cifar100(data_dir: str | Path | None, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -108,26 +108,33 @@ def _online(host: str = "www.cs.toronto.edu", port: int = 443, timeout: float = 
         return False
 
 
-def ensure_cifar10(data_dir: str | Path | None, download: bool = True) -> Path:
-    """The ``cifar-10-batches-py`` folder, downloaded when missing and online; else a
-    :class:`DatasetNotFoundError` within seconds that says where to put which files."""
+def ensure_archive(
+    label: str, data_dir: str | Path | None, folder_name: str, needed: list[str], url: str, md5: str, download: bool = True
+) -> Path:
+    """``data_dir/folder_name`` holding ``needed`` files, downloaded and extracted from ``url``
+    when missing and online; else a :class:`DatasetNotFoundError`, within seconds, that says
+    where to put which files."""
     if data_dir is None:
-        raise DatasetNotFoundError("cifar10 needs --data-dir PATH (the folder that holds or will hold cifar-10-batches-py/)")
+        raise DatasetNotFoundError(f"{label} needs --data-dir PATH (the folder that holds or will hold {folder_name}/)")
     root = Path(data_dir).expanduser()
-    folder = root / CIFAR10_FOLDER
-    needed = [*CIFAR10_TRAIN, CIFAR10_TEST]
+    folder = root / folder_name
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing and download and _online():
         from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(CIFAR10_URL, str(root), md5=CIFAR10_MD5)
+        download_and_extract_archive(url, str(root), md5=md5)
         missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise DatasetNotFoundError(
-            f"CIFAR-10 not found: expected {', '.join(missing)} in {folder} (the python version, "
-            f"{CIFAR10_URL}); no network to download it. Extract the archive under {root}."
+            f"{label} not found: expected {', '.join(missing)} in {folder} (from {url}); "
+            f"no network to download it. Extract the archive under {root}."
         )
     return folder
+
+
+def ensure_cifar10(data_dir: str | Path | None, download: bool = True) -> Path:
+    """The ``cifar-10-batches-py`` folder (the python version of CIFAR-10)."""
+    return ensure_archive("CIFAR-10", data_dir, CIFAR10_FOLDER, [*CIFAR10_TRAIN, CIFAR10_TEST], CIFAR10_URL, CIFAR10_MD5, download)
 
 
 def load_cifar10(data_dir: str | Path | None, download: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -600,5 +600,9 @@ def score_sde() -> Benchmark:
             PaperNumber("ve_pc", "cifar10", "is_inception", 9.89, "arXiv 2011.13456 Table 3, NCSN++ cont. (deep, VE), PC sampler"),
             PaperNumber("ddpm_ancestral", "cifar10", "fid_inception", 3.24, "arXiv 2011.13456 Table 1, DDPM (VP), ancestral sampling P1000"),
             PaperNumber("subvp_ode", "cifar10", "bpd", 2.99, "arXiv 2011.13456 Table 2, DDPM++ cont. (deep, sub-VP), probability-flow ODE"),
+            PaperNumber("subvp_ode", "cifar10", "fid_inception", 2.92, "arXiv 2011.13456 Table 2, DDPM++ cont. (deep, sub-VP), ODE sampler"),
+            PaperNumber("vp_ode", "cifar10", "bpd", 3.13, "arXiv 2011.13456 Table 2, DDPM++ cont. (deep, VP), probability-flow ODE"),
+            PaperNumber("vp_ode", "cifar10", "fid_inception", 3.08, "arXiv 2011.13456 Table 2, DDPM++ cont. (deep, VP), ODE sampler"),
+            PaperNumber("vp_pc", "cifar10", "fid_inception", 3.18, "arXiv 2011.13456 Table 1, VP (DDPM) model, reverse diffusion + Langevin, PC1000"),
         ],
     )
