@@ -304,7 +304,7 @@ def test_scaling_sweep_records_limits_as_values():
     assert {r.variant for r in over} >= {"softmax", "favor"} and all(r.value == OVER_TIME for r in over)
     # past the limit nothing is run, except the goal length the speed ratios are defined at
     assert {r.step for r in rows if r.metric == "fwd_bwd_ms"} == {cfg["goal_length"]} == {128}
-    assert any(r.metric == f"speedup_vs_softmax@L={cfg['goal_length']}" for r in rows)
+    assert any(r.metric.startswith(f"speedup_vs_softmax@L={cfg['goal_length']},threads=") for r in rows)
 
 
 def test_verdict_needs_both_a_crossover_and_a_small_accuracy_loss():
