@@ -26,7 +26,6 @@ case the reference's eps is added exactly at [M, D] / [L, D] size.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import lightning as L
@@ -34,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchmetrics
+
+from lit_modules.optim import warmup_cosine_adamw
 
 Kernel = Literal["positive", "trig"]
 AttentionKind = Literal["softmax", "favor"]
@@ -443,17 +444,5 @@ class SequenceClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.ndim > 1 and not n.endswith("pos")]
-        no_decay = [p for n, p in self.named_parameters() if not (p.ndim > 1 and not n.endswith("pos"))]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr
-        )
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            progress = (step - hp.warmup_steps) / max(1, hp.max_steps - hp.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine_adamw(self.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps,
+                                   no_decay=lambda n, p: not (p.ndim > 1 and not n.endswith("pos")))

@@ -11,7 +11,6 @@ pre-training and fine-tuning at resolution, which is where the paper's claim liv
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import lightning as L
@@ -20,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchmetrics
+
+from lit_modules.optim import warmup_cosine_adamw
 from timm.models.vision_transformer import VisionTransformer
 
 Arch = Literal["vit", "resnet"]
@@ -125,17 +126,5 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
-        no_decay = [p for n, p in self.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr
-        )
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            progress = (step - hp.warmup_steps) / max(1, hp.max_steps - hp.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine_adamw(self.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps,
+                                   no_decay=lambda n, p: not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n))

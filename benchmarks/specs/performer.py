@@ -102,27 +102,31 @@ class _Masked(torch.nn.Module):
 def estimator_error(ctx: UnitContext) -> list[Measurement]:
     """MSE of FAVOR+'s attention output vs exact softmax attention, against M.
 
-    q, k, v ~ N(0, qk_std² I) (v ~ N(0, I)), [1, 1, L, D]; for every M the MSE is
-    averaged over ``est_draws`` fresh projections (the same seeded draws for each kind).
+    q, k ~ N(0, σ² I) for each σ in ``est_qk_stds`` (the error grows like exp(|q|² + |k|²),
+    so a small σ and a LayerNorm-like σ = 1 are two regimes), v ~ N(0, I), [1, 1, L, D];
+    for every M the MSE is averaged over ``est_draws`` projections, the same seeded draws
+    for each feature kind. One curve metric per σ: ``attn_mse@qk_std=σ``. The x is the
+    number of projections M, as in the paper's figures: trig features have 2M entries.
     """
     cfg = ctx.config
-    length, d, std = cfg["est_length"], cfg["est_head_dim"], cfg["est_qk_std"]
-    gen = torch.Generator().manual_seed(ctx.seed)
-    q, k = (torch.randn(1, 1, length, d, generator=gen) * std for _ in range(2))
-    v = torch.randn(1, 1, length, d, generator=gen)
-    exact = softmax_attention(q, k, v)
+    length, d = cfg["est_length"], cfg["est_head_dim"]
     out = []
-    for kernel in ("positive", "trig"):
-        for orthogonal in (True, False):
-            label = f"{kernel}-{'orthogonal' if orthogonal else 'iid'}"
-            for m in cfg["est_features"]:
-                draws = torch.Generator().manual_seed(ctx.seed * 7919 + m)
-                errors = []
-                for _ in range(cfg["est_draws"]):
-                    w = orthogonal_gaussian_matrix(m, d, orthogonal, generator=draws)
-                    with torch.no_grad():
-                        errors.append(float((favor_attention(q, k, v, w, kernel=kernel) - exact).square().mean()))
-                out.append(Measurement("attn_mse", statistics.fmean(errors), step=m, variant=label))
+    for std in cfg["est_qk_stds"]:
+        gen = torch.Generator().manual_seed(ctx.seed)
+        q, k = (torch.randn(1, 1, length, d, generator=gen) * std for _ in range(2))
+        v = torch.randn(1, 1, length, d, generator=gen)
+        exact = softmax_attention(q, k, v)
+        for kernel in ("positive", "trig"):
+            for orthogonal in (True, False):
+                label = f"{kernel}-{'orthogonal' if orthogonal else 'iid'}"
+                for m in cfg["est_features"]:
+                    draws = torch.Generator().manual_seed(ctx.seed * 7919 + m)
+                    errors = []
+                    for _ in range(cfg["est_draws"]):
+                        w = orthogonal_gaussian_matrix(m, d, orthogonal, generator=draws)
+                        with torch.no_grad():
+                            errors.append(float((favor_attention(q, k, v, w, kernel=kernel) - exact).square().mean()))
+                    out.append(Measurement(f"attn_mse@qk_std={std:g}", statistics.fmean(errors), step=m, variant=label))
     return out
 
 
@@ -372,7 +376,7 @@ def performer() -> Benchmark:
             max_steps=300, batch_size=32, val_every=100,
             num_train=2000, num_val=200, num_test=500, min_length=100, max_length=256, max_depth=10, max_args=10,
             side=16,
-            est_features=[16, 32, 64, 128, 256, 512, 1024], est_length=256, est_head_dim=16, est_qk_std=0.5, est_draws=20,
+            est_features=[16, 32, 64, 128, 256, 512, 1024], est_length=256, est_head_dim=16, est_qk_stds=[0.5, 1.0], est_draws=20,
             sweep_lengths=lengths, sweep_head_dim=64, sweep_features=256, sweep_batch=1, sweep_heads=1,
             sweep_repeats=3, sweep_time_limit_s=8.0, sweep_memory_limit_mb=4096.0, sweep_causal=False, goal_length=8192,
             sweep_threads=0, goal_threads=[2],
@@ -404,7 +408,7 @@ def performer() -> Benchmark:
             Metric("val_accuracy", True, curve=True, tolerance=0.05, x_label="training step",
                    description="validation accuracy during training"),
             Metric("attn_mse", False, curve=True, tolerance=0.5, x_label="random features M", logx=True, logy=True,
-                   description="MSE of the attention output vs exact softmax (L=256, D=16, q, k ~ N(0, 0.25 I) in quick)"),
+                   description="MSE of the attention output vs exact softmax (L=256, D=16 in quick; q, k ~ N(0, σ² I))"),
             Metric("fwd_bwd_ms", False, kind="efficiency", curve=True, tolerance=0.3, x_label="sequence length L",
                    logx=True, logy=True, description="attention forward+backward, median ms (B=1, H=1, D=64, M=256)"),
             Metric("fwd_bwd_peak_mb", False, kind="efficiency", curve=True, tolerance=0.3, x_label="sequence length L",
