@@ -140,7 +140,9 @@ def vit() -> Benchmark:
         defaults=dict(
             arch="vit", img_size=16, patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0,
             resnet_width=16, resnet_layers=[2, 2, 2, 2], lr=1e-3, weight_decay=0.05, warmup_steps=20,
-            max_steps=200, batch_size=64, augment_pad=2, data_fractions=[0.1, 0.3, 1.0], val_every=0,
+            # No augmentation by default, for both variants alike: with a random 2-pixel shift the ViT
+            # stays near 0.71 top-1 after 200 steps (undertrained) while the CNN reaches 0.98.
+            max_steps=200, batch_size=64, augment_pad=0, data_fractions=[0.1, 0.3, 1.0], val_every=0,
             overhead_steps=30,
         ),
         presets={
