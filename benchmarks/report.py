@@ -30,10 +30,10 @@ def fmt(x: float) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     ax = abs(x)
+    if float(x).is_integer() and 100 <= ax < 1e12:
+        return f"{int(x):,}"
     if ax != 0 and (ax >= 1e5 or ax < 1e-3):
         return f"{x:.3g}"
-    if float(x).is_integer() and ax >= 100:
-        return f"{int(x):,}"
     return f"{x:.4g}"
 
 
@@ -139,7 +139,7 @@ def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
         f"{first['accelerator']}, devices {first['devices']}, strategy {first['strategy']}, precision {first['precision']}",
         f"- torch {first['torch']}, lightning {first['lightning']}, git {str(first['git_sha'])[:10]}"
         f"{' (uncommitted changes)' if str(first['git_dirty']).lower() == 'true' else ''}",
-        f"- {n_ok} result groups ok, {int((df['status'] != 'ok').sum())} units failed"
+        f"- {n_ok} (benchmark, variant, seed) groups ok, {int((df['status'] != 'ok').sum())} units failed"
         + (f"; command options: `{json.dumps({k: v for k, v in opts.items() if v not in (None, [], {}, False)})}`" if opts else ""),
     ]
 
