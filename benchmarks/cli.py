@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-nodes", type=int, default=1)
     r.add_argument("--precision", default="32-true")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (BENCH.KEY scopes it)")
+    r.add_argument("--fid-weights", default=None, metavar="PATH",
+                   help="torch-fidelity's Inception weights file (score_sde: real FID/IS instead of the offline classifier)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per unit (default: torch's)")
     r.add_argument("--timeout", type=float, default=None, help="seconds per unit (default: the spec's per preset)")
     r.add_argument("--out", default="results/runs")
@@ -111,6 +113,16 @@ def _preflight_data(opts) -> None:
             prepare()
 
 
+def run_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """``--set`` values, plus the flags that are shorthands for one benchmark's key."""
+    overrides = _parse_set(args.set)
+    if args.fid_weights is not None:
+        if "score_sde" not in names:
+            raise CliError("--fid-weights applies to the score_sde benchmark, which this run does not include")
+        overrides["score_sde.fid_weights"] = args.fid_weights
+    return overrides
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.registry import list_benchmarks
     from benchmarks.runner import RunOptions, execute_run
@@ -119,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         names=names, preset=args.preset, seeds=args.seeds, dataset=args.dataset, data_dir=args.data_dir,
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-        precision=args.precision, out=args.out, overrides=_parse_set(args.set), variants=args.variants,
+        precision=args.precision, out=args.out, overrides=run_overrides(args, names), variants=args.variants,
         extras=not args.no_extras, fresh=args.fresh, timeout_s=args.timeout, quiet=args.quiet,
     )
     from benchmarks.runner import plan

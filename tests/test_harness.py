@@ -276,3 +276,15 @@ def test_paper_csv_in_the_repository_matches_the_specs(monkeypatch):
     assert (merged["_merge"] == "both").all(), merged.loc[merged["_merge"] != "both", key]
     assert (merged["value_stored"] == merged["value_spec"]).all()
     assert merged["source_stored"].str.len().gt(0).all()
+
+
+def test_fid_weights_flag_is_a_scoped_override_of_score_sde():
+    from benchmarks.cli import build_parser, run_overrides
+
+    args = build_parser().parse_args(["run", "score_sde", "--fid-weights", "/w/inception.pth", "--set", "vit.lr=0.1"])
+    assert run_overrides(args, ["score_sde"]) == {"vit.lr": 0.1, "score_sde.fid_weights": "/w/inception.pth"}
+    from benchmarks.runner import overrides_for
+
+    assert overrides_for(get_benchmark("score_sde"), {"score_sde.fid_weights": "/w/i.pth"}, ["score_sde"]) == {"fid_weights": "/w/i.pth"}
+    args = build_parser().parse_args(["run", "vit", "--fid-weights", "/w/inception.pth"])
+    assert main(["run", "vit", "--fid-weights", "/w/inception.pth"]) == 2
