@@ -7,7 +7,6 @@ settings and the harness callbacks (a non-finite loss stops the unit with a reas
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from typing import Any, Callable, Iterable
@@ -87,12 +86,6 @@ def eval_throughput(model: torch.nn.Module, batch: torch.Tensor, warmup: int = 2
         seconds = median_time(lambda: model(batch), warmup, repeats)
     model.train(was_training)
     return batch.shape[0] / seconds
-
-
-def finite_or_raise(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise NonFiniteLossError(f"{name} is {value}")
-    return value
 
 
 def lightning_overhead(

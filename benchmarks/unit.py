@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class UnitContext:
     precision: str = "32-true"
     artifacts_dir: str = "."
     quiet: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def variant(self) -> str:

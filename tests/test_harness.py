@@ -286,5 +286,4 @@ def test_fid_weights_flag_is_a_scoped_override_of_score_sde():
     from benchmarks.runner import overrides_for
 
     assert overrides_for(get_benchmark("score_sde"), {"score_sde.fid_weights": "/w/i.pth"}, ["score_sde"]) == {"fid_weights": "/w/i.pth"}
-    args = build_parser().parse_args(["run", "vit", "--fid-weights", "/w/inception.pth"])
     assert main(["run", "vit", "--fid-weights", "/w/inception.pth"]) == 2
