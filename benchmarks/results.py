@@ -14,6 +14,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from benchmarks.errors import BadResultsError  # noqa: F401  (raised here; re-exported)
+
 SCHEMA = [
     "run_id", "benchmark", "variant", "role", "dataset", "preset", "seed", "metric", "value",
     "higher_is_better", "step", "status", "error", "wall_s", "peak_mem_mb", "accelerator", "devices",
@@ -21,10 +23,14 @@ SCHEMA = [
     "timestamp",
 ]
 KEY = ["benchmark", "variant", "dataset", "preset", "metric"]
+# Read as strings, never guessed: a config_hash like ``92e25915`` or ``1234e5`` is a float to
+# pandas (``inf``), a git sha of digits an integer, a torch version ``2.10`` the float 2.1.
+TEXT = ["run_id", "benchmark", "variant", "role", "dataset", "preset", "metric", "status", "error", "accelerator",
+        "devices", "strategy", "precision", "device_name", "torch", "lightning", "git_sha", "config_hash", "timestamp"]
+NUMERIC = ["value", "step", "seed", "wall_s", "peak_mem_mb"]
+_NAN_WORDS = {"nan", "+nan", "-nan"}
 
 
-class BadResultsError(ValueError):
-    """A results CSV that is missing, empty, malformed or lacks schema columns (exit 2)."""
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -49,13 +55,34 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> None:
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """``pd.read_csv`` where only empty cells are missing: a variant named ``nan`` or
-    ``None`` stays a string (pandas' default would turn it into NaN)."""
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    for col in ("value", "step", "seed", "wall_s", "peak_mem_mb"):
+    """``pd.read_csv`` where only empty cells are missing (a variant named ``nan`` or
+    ``None`` stays a string) and the text columns are strings (:data:`TEXT`). Numeric
+    columns are parsed leniently here (a word becomes NaN); :func:`read_results`, the
+    reader of CSVs given by users, refuses such values instead."""
+    df = _read_text(path)
+    for col in NUMERIC:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
+
+
+def _read_text(path: str | Path) -> pd.DataFrame:
+    header = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT if c in header})
+
+
+def _strict_numeric(df: pd.DataFrame, col: str, what: str, path: Path) -> pd.Series:
+    """``df[col]`` as floats; a cell that is neither empty, a number, ``nan`` nor ``inf`` is an error."""
+    parsed = pd.to_numeric(df[col], errors="coerce")
+    raw = df[col].astype(str).str.strip().str.lower()
+    bad = df[col].notna() & parsed.isna() & ~raw.isin(_NAN_WORDS)
+    if bad.any():
+        i = bad.to_numpy().nonzero()[0]
+        raise BadResultsError(
+            f"{what} {path}: non-numeric {col} {df[col].iloc[i[0]]!r} on line {i[0] + 2}"
+            + (f" (and {len(i) - 1} more)" if len(i) > 1 else "")
+        )
+    return parsed.astype(float)
 
 
 def read_results(path: str | Path, what: str = "results CSV") -> pd.DataFrame:
@@ -66,18 +93,18 @@ def read_results(path: str | Path, what: str = "results CSV") -> pd.DataFrame:
     if not path.is_file():
         raise BadResultsError(f"{what} not found: {path}")
     try:
-        df = read_rows(path)
+        df = _read_text(path)
     except pd.errors.EmptyDataError:
         raise BadResultsError(f"{what} is empty: {path}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise BadResultsError(f"{what} is not a readable CSV: {path} ({str(exc).splitlines()[0]})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise BadResultsError(f"{what} is not a readable CSV: {path} ({str(exc).strip().splitlines()[0]})") from None
     missing = [c for c in SCHEMA if c not in df.columns]
     if missing:
         raise BadResultsError(f"{what} {path} lacks schema columns: {', '.join(missing)}")
     if df.empty:
         raise BadResultsError(f"{what} has a header but no rows: {path}")
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    df["step"] = pd.to_numeric(df["step"], errors="coerce")
+    for col in NUMERIC:
+        df[col] = _strict_numeric(df, col, what, path)
     df["higher_is_better"] = df["higher_is_better"].map(_as_bool)
     df["error"] = df["error"].fillna("")
     return df
