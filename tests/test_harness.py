@@ -166,11 +166,15 @@ def test_primary_vs_baseline_uses_the_seed_band():
     decide = primary_vs_baseline("method", "baseline", "score")
     df = pd.concat([rows(variant=v, seed=s, value=x) for v, s, x in
                     [("method", 0, 0.9), ("method", 1, 0.91), ("baseline", 0, 0.8), ("baseline", 1, 0.81)]])
-    assert decide(df).status == "holds"
-    df2 = df.assign(value=[0.9, 0.7, 0.8, 0.81])  # a wide spread hides the difference
+    assert decide(df).status == "holds"  # delta 0.1, band 2 * 0.0071
+    # delta 0.05, five times the minimum band: only the spread over seeds (band 2 * 0.1) hides it
+    df2 = df.assign(value=[0.95, 0.75, 0.80, 0.81])
     assert decide(df2).status == "inconclusive"
+    assert decide(df2.assign(value=[0.86, 0.85, 0.80, 0.81])).status == "holds"  # about the same delta, small spread
     df3 = df.assign(value=[0.5, 0.51, 0.8, 0.81])
     assert decide(df3).status == "does not hold"
+    lower = primary_vs_baseline("method", "baseline", "score", higher_is_better=False)
+    assert lower(df3).status == "holds" and lower(df).status == "does not hold"
 
 
 # ------------------------------------------------------------------------------ CLI input
@@ -265,6 +269,46 @@ def test_a_unit_past_its_timeout_is_an_error_row(tmp_path, toy_env):
     assert out.returncode == 4
     df = read_rows(next(tmp_path.iterdir()) / "summary.csv")
     assert df["error"].str.contains("timed out after 3 s").all()
+
+
+def test_the_run_id_changes_with_the_code_and_the_options_but_not_other_files(tmp_path, monkeypatch):
+    from benchmarks import runner
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (repo / "benchmarks" / "spec.py").write_text("lr = 0.1\n")
+    (repo / "README.md").write_text("a\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    monkeypatch.setattr(runner, "REPO_ROOT", repo)
+    opts = runner.RunOptions(["vit"], preset="smoke")
+
+    def run_id(o: runner.RunOptions = opts) -> tuple[str, bool]:
+        _, dirty, fingerprint = runner.code_version()
+        return runner.run_id_for(o, fingerprint), dirty
+
+    clean, dirty = run_id()
+    first_sha = git("rev-parse", "HEAD").strip()
+    assert not dirty and clean.startswith(f"smoke-{first_sha[:7]}-") and run_id() == (clean, False)
+    (repo / "README.md").write_text("b\n")  # not code: the same run, resumed
+    assert run_id() == (clean, False)
+    (repo / "benchmarks" / "spec.py").write_text("lr = 0.2\n")  # uncommitted code: another run
+    edited, dirty = run_id()
+    assert dirty and edited != clean
+    (repo / "benchmarks" / "spec.py").write_text("lr = 0.3\n")
+    assert run_id()[0] not in (clean, edited)
+    git("commit", "-qam", "two")
+    committed, dirty = run_id()
+    assert not dirty and committed not in (clean, edited) and committed.split("-")[1] != clean.split("-")[1]
+    assert run_id(runner.RunOptions(["vit"], preset="smoke", seeds=2))[0] != committed
+    assert run_id(runner.RunOptions(["vit"], preset="smoke", out="elsewhere", quiet=True))[0] == committed
 
 
 def test_paper_csv_in_the_repository_matches_the_specs(monkeypatch):
