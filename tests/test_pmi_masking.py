@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -26,13 +27,17 @@ from datamodules.text import (
     words_of,
 )
 from lit_modules.pmi_masking import (
+    SPAN_MAX,
+    SPAN_P,
     Masker,
     count_ngrams,
     find_matches,
     masking_vocabulary,
     ngram_pmi,
+    pmi_n,
     pmi_word_units,
     replace_units,
+    span_units,
     vocabulary_set,
 )
 
@@ -56,6 +61,36 @@ def test_ngram_pmi_equals_hand_computed_values():
     # segmentations of abc: a|b|c = log(12/343), ab|c = a|bc = log(1/7): the max is log(1/7)
     assert pmi[("a", "b", "c")] == pytest.approx(math.log(1 / 1) - math.log(1 / 7))
     assert set(pmi) == {("a", "b"), ("b", "c"), ("a", "b", "c")}  # nothing across documents (c a)
+
+
+def segmentations(n: int):
+    """Every split of positions 0..n into >= 2 contiguous parts, as lists of (i, j)."""
+    for k in range(1, n):
+        for cuts in combinations(range(1, n), k):
+            bounds = (0, *cuts, n)
+            yield list(zip(bounds[:-1], bounds[1:]))
+
+
+def test_pmi_n_at_lengths_4_and_5_equals_brute_force_over_all_segmentations():
+    rng = np.random.default_rng(3)
+    # a skewed alphabet with planted phrases, so that segmentations into 3+ parts often win
+    docs = [list(rng.choice(list("abcde"), p=[0.4, 0.3, 0.15, 0.1, 0.05], size=rng.integers(20, 60))) for _ in range(40)]
+    for d in docs:
+        i = int(rng.integers(len(d) - 5))
+        d[i : i + 5] = list("abcab")
+    stats = count_ngrams(docs, max_n=5, min_count=1)
+    checked, won_by_three_or_more = Counter(), 0
+    for g in stats.counts:
+        if len(g) not in (4, 5):
+            continue
+        scored = [(sum(stats.log_p(g[i:j]) for i, j in seg), len(seg)) for seg in segmentations(len(g))]
+        best, parts = max(scored)
+        assert pmi_n(g, stats) == pytest.approx(stats.log_p(g) - best, abs=1e-12), g
+        checked[len(g)] += 1
+        won_by_three_or_more += parts >= 3 and best > max(v for v, k in scored if k == 2) + 1e-9
+    assert checked[4] > 50 and checked[5] > 50
+    assert won_by_three_or_more > 20  # a maximum over two-part splits only would fail these
+    assert len(list(segmentations(5))) == 2**4 - 1
 
 
 def test_min_count_prunes_and_pruned_counts_equal_brute_force():
@@ -156,6 +191,25 @@ def test_each_masker_chooses_15_percent_and_never_splits_a_unit(scheme):
                 words = tuple(chunk.words[starts[s] : ends[e] + 1])
                 assert len(words) == 1 or words in VOCAB
     assert np.mean(fractions) == pytest.approx(0.15, abs=0.01)
+
+
+def test_span_lengths_follow_geometric_0_2_truncated_at_10_words():
+    """SpanBERT: P(l) = p (1-p)^(l-1) / sum_{k<=10} p (1-p)^(k-1), p = 0.2 (Joshi et al., 2020, Sec. 3.1;
+    their code renormalises the truncated distribution). One-token words, a long sequence and a
+    budget of 10 tokens: the first span drawn is never cut short by the budget or a taken word."""
+    assert (SPAN_P, SPAN_MAX) == (0.2, 10)
+    rng = np.random.default_rng(0)
+    word_spans = [(i, i + 1) for i in range(1, 20001)]
+    n = 20000
+    lengths = Counter()
+    for _ in range(n):
+        first = span_units(word_spans, 10, rng)[0]
+        lengths[first[1] - first[0]] += 1
+    assert max(lengths) == 10 and min(lengths) == 1
+    z = sum(0.2 * 0.8 ** (k - 1) for k in range(1, 11))
+    for k in range(1, 11):
+        expected = 0.2 * 0.8 ** (k - 1) / z
+        assert lengths[k] / n == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / n) + 1e-3), k
 
 
 def test_pmi_units_mask_whole_ngrams_when_they_occur():
