@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
 
 import pytest
 import torch
 from scipy import integrate
 
+from benchmarks.specs.score_sde import claim_verdict, score_sde
+from benchmarks.units import score_sde as unit  # what a unit runs: data, FID choke point, caches
 from datamodules.mixtures import GaussianMixture, MixtureDataModule, make_mixture
 from lit_modules.score_sde import (
     SubVPSDE, VESDE, VPSDE, bits_per_dim, ddpm_ancestral, dsm_loss, ema_with_warmup, make_sde, ode_likelihood,
@@ -150,14 +154,23 @@ def test_ode_sampler_with_the_exact_score_reproduces_gaussian_moments(name):
     _moments_close(x, GAUSS)
 
 
-def _prior_mismatch(mixture, sde, z):
-    """log p_T(z) - prior_logp(z): the ODE likelihood uses the prior where the true p_T belongs.
-    For VE it is visible (the prior ignores the data mean: about m.z / sigma_max^2 ~ 0.02 nats)."""
+def _paper_prior_logp(sde, z):
+    """log p_T(z) of the paper's priors, written out here rather than taken from ``sde``:
+    N(0, sigma_max^2 I) for VE, N(0, I) for VP and sub-VP (Song et al., 2021, Sec. 3.4)."""
+    s2 = sde.sigma_max**2 if isinstance(sde, VESDE) else 1.0
+    D = z[0].numel()
+    return -D / 2 * math.log(2 * math.pi * s2) - (z**2).reshape(z.shape[0], -1).sum(1) / (2 * s2)
+
+
+def _expected_ode_logp(mixture, sde, x, z):
+    """What the ODE likelihood returns with the exact score: log p_0(x) - log p_T(z) + log prior(z),
+    the change of variables with the true marginal p_T replaced by the prior at T. For VE the two
+    differ visibly (the prior ignores the data mean: about m.z / sigma_max^2 ~ 0.02 nats)."""
     t = torch.ones(z.shape[0], dtype=torch.float64)
     alpha, std = sde.marginal_coeffs(t)
-    if isinstance(sde, VESDE):
+    if isinstance(sde, VESDE):  # the SDE started at x0 has variance sigma(t)^2 - sigma_min^2
         std = torch.sqrt(std**2 - sde.sigma_min**2)
-    return mixture.log_prob(z, alpha, std) - sde.prior_logp(z)
+    return mixture.log_prob(x) - mixture.log_prob(z, alpha, std) + _paper_prior_logp(sde, z)
 
 
 @pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
@@ -165,14 +178,20 @@ def test_ode_likelihood_with_the_exact_score_matches_the_analytic_density(name):
     sde = make_sde(name)
     x = GAUSS.sample(16).double()
     logp, z, _ = ode_likelihood(sde, GAUSS.score_fn(sde), x, divergence="exact")
-    torch.testing.assert_close(logp, GAUSS.log_prob(x) - _prior_mismatch(GAUSS, sde, z), atol=2e-3, rtol=0)
+    torch.testing.assert_close(logp, _expected_ode_logp(GAUSS, sde, x, z), atol=2e-3, rtol=0)
 
 
 def test_ode_likelihood_of_a_non_gaussian_mixture_matches_its_density():
     mixture, sde = make_mixture("two_gaussians"), VPSDE()
     x = mixture.sample(12).double()
     logp, z, _ = ode_likelihood(sde, mixture.score_fn(sde), x, divergence="exact")
-    torch.testing.assert_close(logp, mixture.log_prob(x) - _prior_mismatch(mixture, sde, z), atol=1e-2, rtol=0)
+    torch.testing.assert_close(logp, _expected_ode_logp(mixture, sde, x, z), atol=1e-2, rtol=0)
+
+
+def test_prior_logp_is_the_papers_prior():
+    z = torch.randn(5, 1, 2, 3, dtype=torch.float64) * 3
+    for sde in (VESDE(0.01, 50.0), VPSDE(), SubVPSDE()):
+        torch.testing.assert_close(sde.prior_logp(z), _paper_prior_logp(sde, z))
 
 
 def test_hutchinson_likelihood_of_isotropic_image_gaussian_is_exact():
@@ -238,92 +257,109 @@ def test_bad_sde_and_mixture_parameters_are_refused():
 
 
 # --------------------------------------------------------------------------- FID path
-spec = pytest.importorskip("benchmarks.specs.score_sde")
+@pytest.fixture(scope="module")
+def fidelity():
+    """torch-fidelity is an optional extra: the tests that compute FID/IS/KID skip without it."""
+    return pytest.importorskip("torch_fidelity")
 
 
 @pytest.fixture(scope="module")
-def digits_clf(tmp_path_factory):
-    data = spec.digits({"split_seed": 0}, None, 0)
+def digits_clf(tmp_path_factory, fidelity):
+    data = unit.digits({"split_seed": 0}, None, 0)
     path = tmp_path_factory.mktemp("clf") / "clf.pt"
-    torch.save(spec.train_classifier(data, steps=60), path)
-    return data, spec.register_classifier_extractor("digits"), str(path)
+    torch.save(unit.train_classifier(data, steps=60), path)
+    return data, unit.register_classifier_extractor("digits"), str(path)
 
 
 def test_to_uint8_nchw_maps_the_range_and_refuses_bad_images():
     x = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3)
-    torch.testing.assert_close(spec.to_uint8_nchw(x), torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 1, 1, 3))
-    assert spec.to_uint8_nchw(x, channels=3).shape == (1, 3, 1, 3)
+    torch.testing.assert_close(unit.to_uint8_nchw(x), torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 1, 1, 3))
+    assert unit.to_uint8_nchw(x, channels=3).shape == (1, 3, 1, 3)
     with pytest.raises(ValueError, match="outside"):
-        spec.to_uint8_nchw(x * 1.5)
-    assert spec.to_uint8_nchw(x * 1.5, clip=True).max() == 255
+        unit.to_uint8_nchw(x * 1.5)
+    assert unit.to_uint8_nchw(x * 1.5, clip=True).max() == 255
     with pytest.raises(ValueError, match="NaN"):
-        spec.to_uint8_nchw(torch.full((1, 1, 2, 2), float("nan")), clip=True)
+        unit.to_uint8_nchw(torch.full((1, 1, 2, 2), float("nan")), clip=True)
     with pytest.raises(ValueError, match="floating point .* or uint8"):
-        spec.to_uint8_nchw(torch.zeros(1, 1, 2, 2, dtype=torch.int64))
+        unit.to_uint8_nchw(torch.zeros(1, 1, 2, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        spec.to_uint8_nchw(torch.zeros(2, 2))
+        unit.to_uint8_nchw(torch.zeros(2, 2))
 
 
 def test_fid_of_identical_sets_is_zero_and_of_a_shifted_set_is_larger(digits_clf, tmp_path):
     data, name, weights = digits_clf
-    real = spec.to_uint8_nchw(data.x["train"][:400])
-    same = spec.fidelity_metrics(real, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
+    real = unit.to_uint8_nchw(data.x["train"][:400])
+    same = unit.fidelity_metrics(real, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
     assert set(same) == {"fid_clf", "is_clf", "kid_clf"}
     assert abs(same["fid_clf"]) < 1e-6
-    shifted = spec.to_uint8_nchw(data.x["train"][:400] + 0.5, clip=True)
-    moved = spec.fidelity_metrics(shifted, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
+    shifted = unit.to_uint8_nchw(data.x["train"][:400] + 0.5, clip=True)
+    moved = unit.fidelity_metrics(shifted, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
     assert moved["fid_clf"] > 1.0
     # KID is an unbiased estimate from random subsets: about zero for identical sets, not exactly.
     assert abs(same["kid_clf"]) < 0.05 * moved["kid_clf"]
-    other = spec.to_uint8_nchw(data.x["test"][:300])  # held-out real digits: between the two
-    held = spec.fidelity_metrics(other, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
+    other = unit.to_uint8_nchw(data.x["test"][:300])  # held-out real digits: between the two
+    held = unit.fidelity_metrics(other, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=200)
     assert same["fid_clf"] < held["fid_clf"] < moved["fid_clf"]
 
 
 def test_fidelity_refuses_too_few_samples_and_unknown_extractors(digits_clf, tmp_path):
     data, name, weights = digits_clf
-    real = spec.to_uint8_nchw(data.x["train"][:50])
+    real = unit.to_uint8_nchw(data.x["train"][:50])
     with pytest.raises(ValueError, match="too few samples"):
-        spec.fidelity_metrics(real[:5], real, name, "clf", weights, str(tmp_path), None)
+        unit.fidelity_metrics(real[:5], real, name, "clf", weights, str(tmp_path), None)
     assert name == "iclrbench-clf-digits" and "inception" not in name
     from benchmarks.unit import UnitContext
 
-    bench = spec.score_sde()
+    bench = score_sde()
     ctx = UnitContext("score_sde", "vp_pc", 0, "smoke", "digits", {**bench.config("smoke", "vp_pc"), "fid_extractor": "dino"},
                       artifacts_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown fid_extractor 'dino'"):
-        spec.feature_space(ctx, data)
+        unit.feature_space(ctx, data)
     ctx.config.update(fid_extractor="inception", fid_weights=str(tmp_path / "missing.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        spec.feature_space(ctx, data)
+        unit.feature_space(ctx, data)
 
 
 def test_reference_features_are_cached_once_per_run(digits_clf, tmp_path):
     data, name, weights = digits_clf
-    real = spec.to_uint8_nchw(data.x["train"][:200])
-    fake = spec.to_uint8_nchw(data.x["test"][:100])
-    spec.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), "digits-ref", kid_subset_size=50)
+    real = unit.to_uint8_nchw(data.x["train"][:200])
+    fake = unit.to_uint8_nchw(data.x["test"][:100])
+    unit.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), "digits-ref", kid_subset_size=50)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files and all(f.startswith(f"digits-ref-{name}-") for f in files)
-    again = spec.fidelity_metrics(fake, torch.zeros_like(real), name, "clf", weights, str(tmp_path), "digits-ref",
+    again = unit.fidelity_metrics(fake, torch.zeros_like(real), name, "clf", weights, str(tmp_path), "digits-ref",
                                   kid_subset_size=50)  # a different input2 under the same name: read from the cache
-    first = spec.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=50)
+    first = unit.fidelity_metrics(fake, real, name, "clf", weights, str(tmp_path), None, kid_subset_size=50)
     assert again["fid_clf"] == pytest.approx(first["fid_clf"], rel=1e-6)
 
 
 def test_inception_tag_below_2048_samples_warns(digits_clf, tmp_path):
     data, name, weights = digits_clf
-    real = spec.to_uint8_nchw(data.x["train"][:100])
+    real = unit.to_uint8_nchw(data.x["train"][:100])
     with pytest.warns(UserWarning, match="biased"):
-        out = spec.fidelity_metrics(real, real, name, "inception", weights, str(tmp_path), None, kid_subset_size=50)
+        out = unit.fidelity_metrics(real, real, name, "inception", weights, str(tmp_path), None, kid_subset_size=50)
     assert set(out) == {"fid_inception", "is_inception", "kid_inception"}
 
 
 def test_cached_computes_once(tmp_path):
     calls = []
-    first, hit1 = spec.cached(tmp_path / "x.pt", lambda: calls.append(1) or {"v": 3})
-    second, hit2 = spec.cached(tmp_path / "x.pt", lambda: calls.append(1) or {"v": 4})
+    first, hit1 = unit.cached(tmp_path / "x.pt", lambda: calls.append(1) or {"v": 3})
+    second, hit2 = unit.cached(tmp_path / "x.pt", lambda: calls.append(1) or {"v": 4})
     assert (first, second, hit1, hit2, len(calls)) == ({"v": 3}, {"v": 3}, False, True, 1)
+
+
+def test_a_cached_file_that_would_run_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return os.makedirs, (str(tmp_path / "pwned"),)
+
+    path = tmp_path / "net.pt"
+    torch.save({"state": Evil()}, path)  # e.g. a checkpoint swapped in the run's artifacts folder
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        unit.cached(path, lambda: {"v": 1})
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"state": {"w": torch.ones(2)}, "config": {"width": 4}}, path)  # tensors and plain data load
+    assert unit.cached(path, lambda: None)[0]["config"] == {"width": 4}
 
 
 @pytest.mark.parametrize("vp_pc,expected", [(20.0, "holds"), (40.0, "does not hold"), (30.5, "inconclusive")])
@@ -333,7 +369,7 @@ def test_verdict_compares_vp_pc_with_ddpm_at_the_band(vp_pc, expected):
     rows = [("ddpm_ancestral", s, "fid_clf", 30.0 + d) for s, d in ((0, -0.5), (1, 0.5))]
     rows += [("vp_pc", s, "fid_clf", vp_pc + d) for s, d in ((0, -0.5), (1, 0.5))]
     df = pd.DataFrame(rows, columns=["variant", "seed", "metric", "value"]).assign(step=float("nan"))
-    assert spec.claim_verdict(df).status == expected
+    assert claim_verdict(df).status == expected
 
 
 def test_cifar10_factory_scales_8bit_images_to_the_unit_interval(monkeypatch):
@@ -344,7 +380,7 @@ def test_cifar10_factory_scales_8bit_images_to_the_unit_interval(monkeypatch):
     fake = {"train": (np.array([[[[0, 255]]] * 3], dtype=np.uint8).reshape(1, 3, 1, 2), np.array([4])),
             "test": (np.full((2, 3, 1, 2), 51, dtype=np.uint8), np.array([1, 2]))}
     monkeypatch.setattr(images, "load_cifar10", lambda data_dir: fake)
-    data = spec.cifar10({"split_seed": 0}, "/nowhere", 0)
+    data = unit.cifar10({"split_seed": 0}, "/nowhere", 0)
     torch.testing.assert_close(data.x["train"][0, :, 0], torch.tensor([[-1.0, 1.0]] * 3))
     torch.testing.assert_close(data.x["test"], torch.full((2, 3, 1, 2), 51 / 255 * 2 - 1))
     assert data.n_bins == 256 and data.shape == (3, 1, 2) and data.y["test"].tolist() == [1, 2]
