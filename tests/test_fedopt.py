@@ -351,8 +351,8 @@ def test_verdict_decides_from_best_adaptive_vs_fedavg_and_fedavgm():
 
 
 def test_spec_refuses_an_unknown_engine():
-    from benchmarks.specs.fedopt import _prepare
     from benchmarks.unit import UnitContext
+    from benchmarks.units.fedopt import _prepare
 
     ctx = UnitContext("fedopt", "fedavg", 0, "smoke", "digits", {"engine": "grpc", "cpu_threads": 0})
     with pytest.raises(ValueError, match="unknown engine 'grpc'; known: simulation, flower"):

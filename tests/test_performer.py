@@ -295,7 +295,7 @@ def test_cifar10_pixels_read_from_fixture(tmp_path):
 # -------------------------------------------------------------------------- scaling sweep
 def test_scaling_sweep_records_limits_as_values():
     from benchmarks.registry import get_benchmark
-    from benchmarks.specs.performer import OVER_TIME, scaling
+    from benchmarks.units.performer import OVER_TIME, scaling
     from benchmarks.unit import UnitContext
 
     cfg = get_benchmark("performer").config("smoke", overrides={"sweep_lengths": [32, 64, 128], "sweep_time_limit_s": 1e-9})
