@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="results/runs")
     r.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     r.add_argument("--quiet", action="store_true", help="hide the units' own output (progress bars)")
+    r.add_argument("--logger", default="auto", choices=("auto", "csv", "tensorboard", "none"),
+                   help="training curves under <run>/logs/: auto = CSV, plus TensorBoard when installed")
+    r.add_argument("--cold-start", action="store_true",
+                   help="start every unit in a fresh interpreter instead of forking it from a warm worker")
 
     c = sub.add_parser("compare", help="compare a run (dir or CSV) against a stored results CSV")
     c.add_argument("run")
@@ -124,34 +128,35 @@ def run_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.plan import RunOptions, plan
     from benchmarks.registry import list_benchmarks
-    from benchmarks.runner import RunOptions, execute_run
 
     names = args.names or list_benchmarks()
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else None  # units run in the repository root
     opts = RunOptions(
-        names=names, preset=args.preset, seeds=args.seeds, dataset=args.dataset, data_dir=args.data_dir,
+        names=names, preset=args.preset, seeds=args.seeds, dataset=args.dataset, data_dir=data_dir,
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision, out=args.out, overrides=run_overrides(args, names), variants=args.variants,
         extras=not args.no_extras, fresh=args.fresh, timeout_s=args.timeout, quiet=args.quiet,
+        logger=args.logger, cold_start=args.cold_start,
     )
-    from benchmarks.runner import plan
-
     if args.threads is not None:
         if args.threads < 1:
             raise CliError(f"--threads must be at least 1; got {args.threads}")
         os.environ["ICLRBENCH_THREADS"] = str(args.threads)  # inherited by every unit
-    plan(opts)  # validates every name before anything runs
+    plan(opts)  # validates every name before anything heavy is imported or run
     _preflight_data(opts)
-    run_dir = execute_run(opts)
     from benchmarks.results import read_rows
+    from benchmarks.runner import execute_run
 
+    run_dir = execute_run(opts)
     df = read_rows(run_dir / "summary.csv")
     return EXIT_UNITS_FAILED if (df["status"] != "ok").any() else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from benchmarks.compare import compare, render
-    from benchmarks.results import read_results, write_csv
+    from benchmarks.results import read_results
 
     run = read_results(args.run, "run results")
     ref = read_results(args.against, "reference CSV")
@@ -192,10 +197,9 @@ def cmd_fit(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from benchmarks.errors import BadResultsError, RunInterrupted
     from benchmarks.registry import UnknownNameError
-    from benchmarks.results import BadResultsError
-    from benchmarks.runner import RunInterrupted
-    from datamodules.images import DatasetNotFoundError
+    from datamodules import DatasetNotFoundError
 
     try:
         if argv and argv[0] == "fit":
@@ -224,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as exc:
         print(f"iclrbench: {exc or 'interrupted; completed units are kept; rerun to resume'}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `iclrbench list | head`
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
     except ValueError as exc:  # config validation (bad --seeds, bad --set value ...)
         if os.environ.get("ICLRBENCH_DEBUG"):
             raise

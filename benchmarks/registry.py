@@ -10,6 +10,7 @@ The registry refuses duplicate names and answers unknown names with the known on
 from __future__ import annotations
 
 import copy
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
@@ -35,6 +36,40 @@ def lookup(kind: str, table: Mapping[str, Any], name: str) -> Any:
     if name not in table:
         raise UnknownNameError(kind, name, list(table))
     return table[name]
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A callable named by ``"package.module:attr"``, imported when first called.
+
+    A spec declares its ``run``, extras and dataset factories this way, so that listing
+    or validating a spec imports nothing heavier than this module: torch, Lightning and
+    the paper's code are imported when a unit runs (or a dataset is built). ``bound``
+    keyword arguments are passed on every call (one factory, several dataset names).
+    """
+
+    target: str
+    bound: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        module, sep, attr = self.target.partition(":")
+        if not (module and sep and attr):
+            raise ValueError(f"a lazy reference is 'package.module:attr'; got {self.target!r}")
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **dict(self.bound), **kwargs)
+
+
+def lazy(target: str, **bound: Any) -> Lazy:
+    """``lazy("benchmarks.units.vit:run")``, ``lazy("benchmarks.units.vit:images", name="cifar10")``."""
+    return Lazy(target, tuple(sorted(bound.items())))
 
 
 @dataclass(frozen=True)

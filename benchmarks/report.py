@@ -144,6 +144,21 @@ def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
     ]
 
 
+def training_logs(run_dir: Path, benchmark: str) -> list[str]:
+    """Links to each unit's training curves (CSVLogger's metrics.csv; TensorBoard files beside them)."""
+    logs = run_dir / "logs"
+    csvs = sorted(logs.glob(f"{benchmark}__*/*/metrics.csv")) if logs.is_dir() else []
+    if not csvs:
+        return []
+    lines = ["<details><summary>training logs (loss and metrics per step)</summary>", ""]
+    for unit_dir in sorted({c.parent.parent for c in csvs}):
+        links = [f"[{c.parent.name}]({c.relative_to(run_dir).as_posix()})" for c in csvs if c.parent.parent == unit_dir]
+        lines.append(f"- `{unit_dir.name}`: {', '.join(links)}")
+    if any(logs.glob(f"{benchmark}__*/*/events.out.tfevents.*")):
+        lines += ["", f"TensorBoard: `tensorboard --logdir {logs.as_posix()}`"]
+    return lines + ["", "</details>", ""]
+
+
 def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for a run directory; returns the report path."""
     run_dir = Path(run_dir)
@@ -189,6 +204,7 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
             out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
         for path in sorted(art.glob("*.md")) if art.is_dir() else []:
             out += [path.read_text(), ""]
+        out += training_logs(run_dir, name)
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(out))
     return report

@@ -1,10 +1,12 @@
-"""Run benchmarks: one subprocess per (benchmark, variant or extra, seed), resumable.
+"""Run benchmarks: one process per (benchmark, variant or extra, seed), resumable.
 
 A run lives in ``<out>/<run_id>/``. The run id is derived from the configuration and the
 code version, so the same command run again resumes: units whose rows are on disk with
 status ok are skipped; failed units are tried again. Each finished unit's rows are written
 atomically to ``units/<unit>.csv`` and ``summary.csv`` is rebuilt from them, so an
 interrupted run (Ctrl-C, SIGTERM, a killed child) loses nothing that had finished.
+How a unit's process starts (forked from a warm worker, or a fresh interpreter) is
+``benchmarks.launch``'s business.
 """
 
 from __future__ import annotations
@@ -15,61 +17,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from benchmarks.registry import PRESETS, Benchmark, get_benchmark, lookup
+from benchmarks.errors import RunInterrupted
+from benchmarks.launch import Echo, UnitProcess, WarmWorker
+from benchmarks.plan import (  # noqa: F401  (re-exported: the runner's public names)
+    DEFAULT_SEEDS, LOGGERS, NOT_IN_RUN_ID, RunOptions, Unit, overrides_for, plan, resolve_seeds, run_id_for, stable_hash,
+)
+from benchmarks.registry import Benchmark, get_benchmark
 from benchmarks.results import SCHEMA, atomic_write_text, concat_rows, read_rows, write_csv
 
-DEFAULT_SEEDS = {"smoke": 1, "quick": 2, "full": 3}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CODE_PATHS = ("benchmarks", "lit_modules", "datamodules", "pyproject.toml", "constraints.txt")  # what a run's numbers depend on
 
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during a run; completed units are kept (exit 130)."""
-
-
-@dataclass
-class RunOptions:
-    names: list[str]
-    preset: str = "quick"
-    seeds: int | None = None
-    dataset: str | None = None
-    data_dir: str | None = None
-    accelerator: str = "auto"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    out: str = "results/runs"
-    overrides: dict[str, Any] = field(default_factory=dict)  # "key" or "bench.key" -> value
-    variants: list[str] | None = None
-    extras: bool = True
-    fresh: bool = False
-    timeout_s: float | None = None
-    quiet: bool = False
-
-
-@dataclass
-class Unit:
-    benchmark: str
-    name: str
-    kind: str  # "variant" or "extra"
-    role: str
-    seed: int
-    config: dict[str, Any]
-
-    @property
-    def stem(self) -> str:
-        return f"{self.benchmark}__{self.name}__s{self.seed}"
 
 
 # --------------------------------------------------------------------------- versions
@@ -97,68 +63,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def stable_hash(obj: Any, n: int = 8) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-# ----------------------------------------------------------------------------- planning
-def resolve_seeds(opts: RunOptions) -> list[int]:
-    n = opts.seeds if opts.seeds is not None else DEFAULT_SEEDS[opts.preset]
-    if n < 1:
-        raise ValueError(f"--seeds must be at least 1; got {n}")
-    return list(range(n))
-
-
-def overrides_for(bench: Benchmark, overrides: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """The ``--set`` values that apply to ``bench``; unscoped keys must be known to all."""
-    mine = {}
-    for key, value in overrides.items():
-        scope, _, k = key.rpartition(".")
-        if scope:
-            lookup("benchmark in --set", {n: n for n in names}, scope)
-            if scope != bench.name:
-                continue
-        lookup(f"config key of {bench.name} (--set)", bench.defaults, k)
-        mine[k] = value
-    return mine
-
-
-def plan(opts: RunOptions) -> list[Unit]:
-    lookup("preset", {p: p for p in PRESETS}, opts.preset)
-    units: list[Unit] = []
-    seeds = resolve_seeds(opts)
-    for name in opts.names:
-        bench = get_benchmark(name)
-        if opts.dataset is not None:
-            bench.dataset(opts.dataset)  # validates the name
-        over = overrides_for(bench, opts.overrides, opts.names)
-        variants = [bench.variant(v) for v in opts.variants] if opts.variants else bench.variants
-        for seed in seeds:
-            for v in variants:
-                units.append(Unit(name, v.name, "variant", v.role, seed, bench.config(opts.preset, v.name, over)))
-        if opts.extras:
-            for extra in bench.extras:
-                units.append(Unit(name, extra, "extra", "extra", seeds[0], bench.config(opts.preset, None, over)))
-    return units
-
-
-def run_id_for(opts: RunOptions, fingerprint: str) -> str:
-    identity = {k: v for k, v in asdict(opts).items() if k not in ("out", "fresh", "quiet", "timeout_s")}
-    identity["names"] = sorted(opts.names)
-    identity["seeds"] = resolve_seeds(opts)
-    return f"{opts.preset}-{fingerprint[:7] if fingerprint != 'unknown' else 'nogit'}-{stable_hash([identity, fingerprint])}"
-
-
 # ------------------------------------------------------------------------------ running
-def _pump(stream, log, echo: bool) -> None:
-    for chunk in iter(lambda: stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096), b""):
-        log.write(chunk)
-        log.flush()
-        if echo:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-
-
 def _tail(log_path: Path, n: int = 12) -> str:
     try:
         text = log_path.read_bytes().decode(errors="replace")
@@ -168,8 +73,9 @@ def _tail(log_path: Path, n: int = 12) -> str:
     return " | ".join(lines[-n:])[-2000:]
 
 
-def run_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float) -> dict[str, Any]:
-    """Execute one unit in a subprocess; return its result dict (never raises for the unit's faults)."""
+def run_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float, worker: WarmWorker | None = None) -> dict[str, Any]:
+    """Execute one unit in a process of its own; return its result dict (never raises for the unit's faults)."""
+    run_dir = run_dir.resolve()  # units run in the repository root
     units_dir = run_dir / "units"
     units_dir.mkdir(parents=True, exist_ok=True)
     job_path = units_dir / f"{unit.stem}.json"
@@ -182,30 +88,20 @@ def run_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float) -> d
         dataset=opts.dataset or bench.default_dataset, config=unit.config, data_dir=opts.data_dir,
         accelerator=opts.accelerator, devices=opts.devices, strategy=opts.strategy, num_nodes=opts.num_nodes,
         precision=opts.precision, artifacts_dir=str(run_dir / "artifacts" / unit.benchmark), quiet=opts.quiet,
+        log_dir=None if opts.logger == "none" else str(run_dir / "logs" / unit.stem), logger=opts.logger,
     )
     atomic_write_text(job_path, json.dumps({"kind": unit.kind, "context": context}, indent=1))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     start = time.perf_counter()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.unit", str(job_path)], cwd=REPO_ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        pump = threading.Thread(target=_pump, args=(proc.stdout, log, not opts.quiet), daemon=True)
-        pump.start()
-        try:
-            proc.wait(timeout=timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        except BaseException:
-            _kill_group(proc)
-            raise
-        finally:
-            if proc.poll() is None:
-                _kill_group(proc)
-            pump.join(timeout=5)
+    proc = UnitProcess(job_path, log_path, env, worker if opts.warm else None)
+    echo = Echo(log_path, enabled=not opts.quiet)
+    try:
+        timed_out = not proc.wait(timeout_s)
+    finally:
+        if proc.returncode is None:  # timed out, or the runner is interrupted
+            proc.kill()
+        echo.close()
     wall = time.perf_counter() - start
     if timed_out:
         return {"status": "error", "error": f"timed out after {timeout_s:.0f} s (preset {opts.preset}); "
@@ -216,14 +112,6 @@ def run_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float) -> d
         result = {"status": "error", "error": f"exit code {proc.returncode}, no result; log tail: {_tail(log_path)}", "rows": []}
     result.setdefault("wall_s", wall)
     return result
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
 
 
 def rows_for(unit: Unit, result: dict[str, Any], opts: RunOptions, run_id: str, version: tuple[str, bool, str]) -> pd.DataFrame:
@@ -274,6 +162,12 @@ def _headline(unit: Unit, rows: pd.DataFrame) -> str:
     return ", ".join(f"{r.metric}={r.value:.4g}" for r in shown.itertuples())
 
 
+def _units_module(bench: Benchmark) -> str | None:
+    """The module a benchmark's units run (preloaded into the warm worker)."""
+    target = getattr(bench.run, "target", None)
+    return target.partition(":")[0] if target else None
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover  (exercised through a subprocess test)
     raise RunInterrupted()
 
@@ -294,6 +188,7 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
     echo(f"run {run_dir.name}: {len(units)} units ({len(done & {u.stem for u in units})} already complete) -> {run_dir}")
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     failed = 0
+    worker = WarmWorker(sorted({_units_module(get_benchmark(u.benchmark)) for u in units} - {None})) if opts.warm else None
     try:
         for i, unit in enumerate(units, 1):
             label = f"[{i}/{len(units)}] {unit.benchmark}/{unit.name} seed {unit.seed}"
@@ -302,7 +197,7 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
                 continue
             bench = get_benchmark(unit.benchmark)
             timeout = opts.timeout_s or bench.timeout_s.get(opts.preset, 3600)
-            result = run_unit(unit, opts, run_dir, timeout)
+            result = run_unit(unit, opts, run_dir, timeout, worker)
             rows = rows_for(unit, result, opts, run_dir.name, version)
             write_csv(run_dir / "units" / f"{unit.stem}.csv", rows)
             write_summary(run_dir)

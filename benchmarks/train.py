@@ -1,18 +1,27 @@
 """Training and timing helpers shared by every spec.
 
 ``make_trainer`` builds a ``lightning.Trainer`` with the run's hardware and scale-out
-settings and the harness callbacks (a non-finite loss stops the unit with a reason).
-``time_steps`` and ``throughput`` measure efficiency with warm-up and medians.
+settings, the harness callbacks (a non-finite loss stops the unit with a reason), a
+progress bar, and loggers that write the unit's training curves under the run folder
+(``logs/<unit>/<fit>/``: CSVLogger's ``metrics.csv``, plus TensorBoard event files when
+``tensorboard`` is installed). ``median_time`` and ``eval_throughput`` measure efficiency
+with warm-up and medians.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 from benchmarks.unit import NonFiniteLossError, UnitContext
 
@@ -47,19 +56,61 @@ class StepTimer(L.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
 
 
-def make_trainer(ctx: UnitContext, callbacks: Iterable[L.Callback] = (), **kwargs: Any) -> L.Trainer:
-    """A Trainer on the unit's hardware; ``kwargs`` (max_steps, ...) pass through."""
-    settings = dict(
-        logger=False,
+class StepBudgetProgressBar(RichProgressBar):
+    """Lightning's rich bar, but "Epoch 3" instead of "Epoch 3/-2" when the budget is
+    ``max_steps`` (Lightning then sets ``max_epochs = -1`` and prints ``max_epochs - 1``)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs - 1}"
+        return f"{description:{len(self.validation_description)}}"
+
+
+_FITS = itertools.count()
+
+
+def unit_loggers(ctx: UnitContext, name: str | None = None) -> list[Logger]:
+    """The unit's training-curve loggers: ``<log_dir>/<name>/metrics.csv`` (CSVLogger) and,
+    when ``tensorboard`` is installed, TensorBoard event files beside it. ``name`` tells
+    apart the fits of one unit (``data_fraction=0.1``); by default ``fit0``, ``fit1`` ..."""
+    if not ctx.log_dir or ctx.logger == "none":
+        return []
+    name = name or f"fit{next(_FITS)}"
+    root = Path(ctx.log_dir)
+    loggers: list[Logger] = []
+    if ctx.logger in ("auto", "csv"):
+        loggers.append(CSVLogger(root, name=name, version=""))
+    has_tensorboard = importlib.util.find_spec("tensorboard") is not None
+    if ctx.logger == "tensorboard" and not has_tensorboard:
+        raise ValueError("--logger tensorboard needs the tensorboard package (pip install tensorboard); got it missing")
+    if ctx.logger == "tensorboard" or (ctx.logger == "auto" and has_tensorboard):
+        loggers.append(TensorBoardLogger(root, name=name, version="", default_hp_metric=False))
+    return loggers
+
+
+def make_trainer(ctx: UnitContext, callbacks: Iterable[L.Callback] = (), log_name: str | None = None, **kwargs: Any) -> L.Trainer:
+    """A Trainer on the unit's hardware, logging to the unit's folder (see :func:`unit_loggers`);
+    ``kwargs`` (max_steps, ...) pass through and win, ``logger=False`` included."""
+    settings: dict[str, Any] = dict(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=not ctx.quiet,
         deterministic=True,
         num_sanity_val_steps=0,
     )
+    if "logger" not in kwargs:
+        loggers = unit_loggers(ctx, log_name)
+        settings["logger"] = loggers or False
+        max_steps = kwargs.get("max_steps", -1)
+        if loggers and max_steps and max_steps > 0:  # about 50 points per curve, also for short budgets
+            settings["log_every_n_steps"] = max(1, min(50, max_steps // 50))
     settings.update(ctx.trainer_kwargs())
     settings.update(kwargs)
-    return L.Trainer(callbacks=[FiniteLossCheck(), *callbacks], **settings)
+    callbacks = [FiniteLossCheck(), *callbacks]
+    if settings["enable_progress_bar"] and not any(isinstance(c, (RichProgressBar, TQDMProgressBar)) for c in callbacks):
+        callbacks.append(StepBudgetProgressBar() if _RICH_AVAILABLE else TQDMProgressBar())  # tqdm says "Epoch 3"
+    return L.Trainer(callbacks=callbacks, **settings)
 
 
 def median_time(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5) -> float:
@@ -132,7 +183,7 @@ def lightning_overhead(
     def lightning_round() -> list[float]:
         module = module_factory()
         timer = StepTimer()
-        trainer = make_trainer(ctx, callbacks=[timer], max_steps=steps, enable_progress_bar=False,
+        trainer = make_trainer(ctx, callbacks=[timer], max_steps=steps, enable_progress_bar=False, logger=False,
                                limit_val_batches=0, devices=1, strategy="auto", num_nodes=1)
         trainer.fit(module, train_dataloaders=loader)
         return timer.step_times[warmup:]

@@ -1,21 +1,24 @@
 """One unit of a run: a (benchmark, variant or extra, seed), executed in its own process.
 
-The runner writes a JSON job file and starts ``python -m benchmarks.unit JOB``; this module
-seeds everything, builds a :class:`UnitContext`, calls the spec's ``run`` (or the extra),
-and writes the measurements to ``JOB.result.json`` atomically, from rank zero only. Under
-Lightning's ``ddp`` strategy the same command is re-executed by Lightning for ranks >= 1;
-they run the same code and write nothing.
+The runner writes a JSON job file and starts a process for it (forked from a warm worker,
+or ``python -m benchmarks.unit JOB``: see ``benchmarks.launch``); this module quiets the
+libraries' chatter, seeds everything, builds a :class:`UnitContext`, calls the spec's
+``run`` (or the extra), and writes the measurements to ``JOB.result.json`` atomically, from
+rank zero only. Under Lightning's ``ddp`` strategy the same command is re-executed by
+Lightning for ranks >= 1; they run the same code and write nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,8 @@ class UnitContext:
     precision: str = "32-true"
     artifacts_dir: str = "."
     quiet: bool = False
+    log_dir: str | None = None  # training curves (CSVLogger / TensorBoard) go here; None: no logger
+    logger: str = "auto"
 
     @property
     def variant(self) -> str:
@@ -121,6 +126,25 @@ def device_name(accelerator: str) -> str:
     return f"{cpu} x{os.cpu_count()}"
 
 
+# Library chatter silenced at its source. Lightning announces its setup and tips through
+# ``rank_zero_info`` on this logger ("GPU available: ...", "TPU available: ...", a litlogger
+# advertisement, "`Trainer.fit` stopped: `max_steps=8` reached."); its warnings go through
+# ``warnings`` and still show, except these known ones:
+KNOWN_WARNINGS = (
+    # torch 2.14 deprecates LeafSpec, which lightning 2.6's _pytree still uses.
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    # in-memory tensor datasets: worker processes would only add start-up time
+    r".*does not have many workers which may be a bottleneck",
+)
+
+
+def quiet_libraries() -> None:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def seed_everything(seed: int) -> None:
     import lightning
     import torch
@@ -138,6 +162,7 @@ def execute(job: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.registry import get_benchmark
 
     start = time.perf_counter()
+    quiet_libraries()
     ctx = UnitContext(**job["context"])
     bench = get_benchmark(ctx.benchmark)
     seed_everything(ctx.seed)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from benchmarks.registry import Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 MIN_BAND = 0.01  # when one seed gives no spread: differences under 1 point are inconclusive
 

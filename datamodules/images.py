@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from datamodules import DatasetNotFoundError  # noqa: F401  (raised here; re-exported)
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision's source
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -28,8 +30,6 @@ CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_TEST = "test_batch"
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A real dataset is not on disk and cannot be downloaded; the CLI exits 3."""
 
 
 # ------------------------------------------------------------------------------- digits

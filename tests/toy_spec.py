@@ -2,7 +2,8 @@
 
 Its variants misbehave on purpose: ``nan`` produces a NaN training loss, ``crash``
 raises, ``slow`` sleeps for $TOY_SLEEP seconds (not part of the config, so the run id
-stays the same when a test changes it to resume).
+stays the same when a test changes it to resume) after writing its process id to
+$TOY_PIDFILE when that is set.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Linear(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train/loss", loss)
         return loss * float("nan") if self.hparams.poison else loss
 
     def configure_optimizers(self):
@@ -45,6 +47,9 @@ def run(ctx: UnitContext) -> list[Measurement]:
     if ctx.variant == "crash":
         raise RuntimeError("planted failure")
     if ctx.variant == "slow":
+        if os.environ.get("TOY_PIDFILE"):
+            with open(os.environ["TOY_PIDFILE"], "w") as f:
+                f.write(str(os.getpid()))
         time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
     module = Linear(lr=ctx.config["lr"], poison=ctx.variant == "nan")
     trainer = make_trainer(ctx, max_steps=ctx.config["steps"], enable_progress_bar=False)

@@ -1,90 +1,20 @@
-"""ViT vs a CNN of similar size, across training-set fractions (paper 1)."""
+"""ViT vs a CNN of similar size, across training-set fractions (paper 1).
+
+The declaration and the verdict; what a unit runs is ``benchmarks/units/vit.py``.
+"""
 
 from __future__ import annotations
 
 import math
-import time
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
-
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, register_benchmark
-from benchmarks.train import StepTimer, count_parameters, eval_throughput, lightning_overhead, make_trainer
-from benchmarks.unit import Measurement, UnitContext
+from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
 from benchmarks.verdict import band, seed_stats
-from datamodules.images import ImageDataModule
-from lit_modules.vit import ImageClassifier
 
-MODEL_KEYS = (
-    "arch", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
-    "resnet_width", "resnet_layers", "lr", "weight_decay", "warmup_steps", "max_steps",
-)
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
-
-def images(config: dict, data_dir: str | None, seed: int, name: str = "digits") -> ImageDataModule:
-    return ImageDataModule(
-        name=name, data_dir=data_dir, img_size=config["img_size"], batch_size=config["batch_size"],
-        data_fraction=config.get("data_fraction", 1.0), augment_pad=config["augment_pad"], seed=seed,
-    )
-
-
-def build_module(config: dict, dm: ImageDataModule) -> ImageClassifier:
-    kwargs = {k: config[k] for k in MODEL_KEYS}
-    kwargs["resnet_layers"] = tuple(kwargs["resnet_layers"])
-    return ImageClassifier(in_chans=dm.in_chans, num_classes=dm.num_classes, **kwargs)
-
-
-def run(ctx: UnitContext) -> list[Measurement]:
-    """Train the variant once per data fraction (same step budget each); test each."""
-    cfg = ctx.config
-    out: list[Measurement] = []
-    fractions = sorted(cfg["data_fractions"])
-    for fraction in fractions:
-        torch.manual_seed(ctx.seed)  # same initial weights at every fraction
-        dm = ctx.datamodule(data_fraction=fraction)
-        dm.setup("fit")
-        module = build_module(cfg, dm)
-        timer = StepTimer()
-        validation = (
-            dict(val_check_interval=cfg["val_every"], check_val_every_n_epoch=None) if cfg["val_every"] else dict(limit_val_batches=0)
-        )
-        trainer = make_trainer(ctx, callbacks=[timer], max_steps=cfg["max_steps"], **validation)
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=dm)
-        fit_s = time.perf_counter() - start
-        (test,) = trainer.test(module, datamodule=dm, verbose=False)
-        out.append(Measurement("top1_vs_data", test["test/top1"], step=fraction))
-        if fraction == fractions[-1]:
-            steps = sorted(timer.step_times[5:]) or [fit_s / max(1, cfg["max_steps"])]
-            median_step = steps[len(steps) // 2]
-            batch = next(iter(dm.test_dataloader()))[0]
-            out += [
-                Measurement("top1", test["test/top1"]),
-                Measurement("test_examples", test["test/count"]),
-                Measurement("params", count_parameters(module)),
-                Measurement("train_throughput", cfg["batch_size"] / median_step),
-                Measurement("step_time_ms", 1e3 * median_step),
-                Measurement("eval_throughput", eval_throughput(module.net, batch)),
-            ]
-    return out
-
-
-def harness_overhead(ctx: UnitContext) -> list[Measurement]:
-    """A training step through Lightning vs a plain PyTorch loop, ViT variant, same batches."""
-    cfg = ctx.config
-    dm = ctx.datamodule()
-    dm.setup("fit")
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(dm.x["train"], dm.y["train"]), batch_size=cfg["batch_size"], shuffle=False
-    )
-
-    def factory() -> ImageClassifier:
-        torch.manual_seed(ctx.seed)
-        return build_module(cfg, dm)
-
-    steps = cfg["overhead_steps"]
-    ratios = lightning_overhead(factory, loader, ctx, steps=steps, warmup=min(5, steps // 3))
-    return [Measurement(name, value) for name, value in ratios.items()]
+UNITS = "benchmarks.units.vit"
 
 
 def claim_verdict(df: pd.DataFrame) -> Verdict:
@@ -134,8 +64,8 @@ def vit() -> Benchmark:
             Variant("resnet", "baseline", {"arch": "resnet"}, "timm ResNet-18 layout, width 16, 3x3 stem"),
         ],
         datasets={
-            "digits": images,
-            "cifar10": lambda config, data_dir, seed: images(config, data_dir, seed, name="cifar10"),
+            "digits": lazy(f"{UNITS}:images"),
+            "cifar10": lazy(f"{UNITS}:images", name="cifar10"),
         },
         defaults=dict(
             arch="vit", img_size=16, patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0,
@@ -167,8 +97,8 @@ def vit() -> Benchmark:
             Metric("lightning_overhead", False, kind="efficiency", tolerance=0.1,
                    description="Lightning step time / plain loop step time (goal: at most 1.10)"),
         ],
-        run=run,
-        extras={"harness_overhead": harness_overhead},
+        run=lazy(f"{UNITS}:run"),
+        extras={"harness_overhead": lazy(f"{UNITS}:harness_overhead")},
         verdict=claim_verdict,
         paper_numbers=[
             # Table 2 of the paper (ViT-L/16 pre-trained on ImageNet-21k, fine-tuned; top-1 %).

@@ -1,0 +1,115 @@
+"""What a run will do: its options, its units and its run id.
+
+Planning validates every name (benchmarks, variants, datasets, presets, ``--set`` keys)
+against the specs' declarations and imports nothing heavy, so that a bad command line is
+answered at once; ``benchmarks.runner`` executes the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks.registry import PRESETS, Benchmark, get_benchmark, lookup
+
+DEFAULT_SEEDS = {"smoke": 1, "quick": 2, "full": 3}
+
+@dataclass
+class RunOptions:
+    names: list[str]
+    preset: str = "quick"
+    seeds: int | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    out: str = "results/runs"
+    overrides: dict[str, Any] = field(default_factory=dict)  # "key" or "bench.key" -> value
+    variants: list[str] | None = None
+    extras: bool = True
+    fresh: bool = False
+    timeout_s: float | None = None
+    quiet: bool = False
+    logger: str = "auto"  # auto (CSV, plus TensorBoard when installed) | csv | tensorboard | none
+    cold_start: bool = False  # every unit in a fresh interpreter instead of forked from the warm worker
+
+    @property
+    def warm(self) -> bool:
+        """Fork units from the warm worker, unless Lightning will launch processes of its own."""
+        return not self.cold_start and str(self.devices) == "1" and self.num_nodes == 1
+
+
+LOGGERS = ("auto", "csv", "tensorboard", "none")
+NOT_IN_RUN_ID = ("out", "fresh", "quiet", "timeout_s", "logger", "cold_start")  # options that do not change results
+
+
+@dataclass
+class Unit:
+    benchmark: str
+    name: str
+    kind: str  # "variant" or "extra"
+    role: str
+    seed: int
+    config: dict[str, Any]
+
+    @property
+    def stem(self) -> str:
+        return f"{self.benchmark}__{self.name}__s{self.seed}"
+
+
+
+def stable_hash(obj: Any, n: int = 8) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+# ----------------------------------------------------------------------------- planning
+def resolve_seeds(opts: RunOptions) -> list[int]:
+    n = opts.seeds if opts.seeds is not None else DEFAULT_SEEDS[opts.preset]
+    if n < 1:
+        raise ValueError(f"--seeds must be at least 1; got {n}")
+    return list(range(n))
+
+
+def overrides_for(bench: Benchmark, overrides: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The ``--set`` values that apply to ``bench``; unscoped keys must be known to all."""
+    mine = {}
+    for key, value in overrides.items():
+        scope, _, k = key.rpartition(".")
+        if scope:
+            lookup("benchmark in --set", {n: n for n in names}, scope)
+            if scope != bench.name:
+                continue
+        lookup(f"config key of {bench.name} (--set)", bench.defaults, k)
+        mine[k] = value
+    return mine
+
+
+def plan(opts: RunOptions) -> list[Unit]:
+    lookup("preset", {p: p for p in PRESETS}, opts.preset)
+    units: list[Unit] = []
+    seeds = resolve_seeds(opts)
+    for name in opts.names:
+        bench = get_benchmark(name)
+        if opts.dataset is not None:
+            bench.dataset(opts.dataset)  # validates the name
+        over = overrides_for(bench, opts.overrides, opts.names)
+        variants = [bench.variant(v) for v in opts.variants] if opts.variants else bench.variants
+        for seed in seeds:
+            for v in variants:
+                units.append(Unit(name, v.name, "variant", v.role, seed, bench.config(opts.preset, v.name, over)))
+        if opts.extras:
+            for extra in bench.extras:
+                units.append(Unit(name, extra, "extra", "extra", seeds[0], bench.config(opts.preset, None, over)))
+    return units
+
+
+def run_id_for(opts: RunOptions, fingerprint: str) -> str:
+    identity = {k: v for k, v in asdict(opts).items() if k not in NOT_IN_RUN_ID}
+    identity["names"] = sorted(opts.names)
+    identity["seeds"] = resolve_seeds(opts)
+    return f"{opts.preset}-{fingerprint[:7] if fingerprint != 'unknown' else 'nogit'}-{stable_hash([identity, fingerprint])}"
