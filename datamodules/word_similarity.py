@@ -2,11 +2,11 @@
 
 Corpora (one sentence = one paragraph or line, lower-cased words, punctuation dropped):
 - ``gensim_wiki`` (offline default): every article of gensim's Wikipedia extract, read and
-  cleaned by :mod:`datamodules.text`, one paragraph a sentence (about 460k words);
+  cleaned by :mod:`datamodules.corpora`, one paragraph a sentence (about 460k words);
 - ``plain``: ``train.txt`` under ``--data-dir`` (a WikiText or OpenWebText dump as plain
   text, one document a line), read streaming: lines are tokenised in batches and reading
   stops after ``max_words`` words, so a dump of any size can be given;
-- ``wikitext``: WikiText raw files (``wiki.train.raw``), read by :func:`datamodules.text.read_wikitext`.
+- ``wikitext``: WikiText raw files (``wiki.train.raw``), read by :func:`datamodules.corpora.read_wikitext`.
 
 Words come from the same tokeniser as the other text benchmarks (a BERT-style normaliser and
 pre-tokeniser via :func:`datamodules.text.train_wordpiece` and :func:`datamodules.text.encode_words`:
@@ -30,7 +30,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from datamodules.text import cache_dir, encode_words, load_wiki_articles, read_wikitext, train_wordpiece
+from datamodules.corpora import cache_dir, gensim_wiki_path, load_wiki_articles, read_wikitext
+from datamodules.text import encode_words, train_wordpiece
 
 CORPORA = ("gensim_wiki", "plain", "wikitext")
 SIMILARITY_SETS = {"ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
@@ -228,11 +229,9 @@ def build_word_corpus(sentences: Iterable[list[str]], vocab_size: int, min_count
 def load_word_corpus(name: str = "gensim_wiki", data_dir: str | os.PathLike | None = None, vocab_size: int = 10000,
                      min_count: int = 5, max_words: int | None = None, cache: bool = True) -> WordCorpus:
     """:func:`build_word_corpus` over :func:`corpus_sentences`, cached as JSON under
-    :func:`datamodules.text.cache_dir` (keyed by the corpus file, the settings and ``CORPUS_VERSION``)."""
+    :func:`datamodules.corpora.cache_dir` (keyed by the corpus file, the settings and ``CORPUS_VERSION``)."""
     WordCorpusSource(name, None if data_dir is None else str(data_dir)).prepare_data()  # fails fast, with where files go
     if name == "gensim_wiki":
-        from datamodules.text import gensim_wiki_path
-
         source = gensim_wiki_path()
     else:
         source = _find(Path(data_dir), {"plain": "train.txt", "wikitext": "wiki.train.raw"}[name])
@@ -274,8 +273,6 @@ class WordCorpusSource:
 
     def prepare_data(self) -> None:
         if self.name == "gensim_wiki":
-            from datamodules.text import gensim_wiki_path
-
             gensim_wiki_path()
             return
         if self.name not in CORPORA:

@@ -399,7 +399,7 @@ def test_server_update_matches_flowers_strategy(name):
     reason="optional extra flwr[simulation]==1.41.0 not installed",
 )
 def test_flower_engine_gives_the_same_global_parameters_as_the_simulation():
-    from lit_modules.fedopt import run_flower
+    from lit_modules.fedopt_flower import run_flower
 
     dm = digits_clients(num_clients=3)
     cfg = FedConfig("fedyogi", server_lr=0.05, clients_per_round=2, rounds=2, seed=1)

@@ -11,21 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.text import (
+from datamodules.corpora import (
     Article,
-    Chunk,
     clean_wiki_markup,
-    encode_chunks,
     extract_wikilinks,
     load_corpus,
     mention_entity_pairs,
     read_plain_text,
     read_wikitext,
-    sentence_classification_data,
     split_documents,
-    train_wordpiece,
-    words_of,
 )
+from datamodules.text import Chunk, encode_chunks, sentence_classification_data, train_wordpiece, words_of
 from lit_modules.pmi_masking import (
     SPAN_MAX,
     SPAN_P,

@@ -10,9 +10,7 @@ import torch
 
 from benchmarks.unit import Measurement, UnitContext
 from datamodules.federated import FederatedDataModule
-from lit_modules.fedopt import (
-    ENGINES, OPTIMIZERS, FedClassifier, FedConfig, FederatedSimulation, History, rounds_to_target, run_flower,
-)
+from lit_modules.fedopt import ENGINES, OPTIMIZERS, FedClassifier, FedConfig, FederatedSimulation, History, rounds_to_target
 
 ARCH_FOR = {"digits": "mlp", "emnist": "cnn", "cifar100": "resnet18gn"}
 
@@ -94,6 +92,8 @@ def train(
     """Federated training with the configured engine; the module ends as the final global model."""
     module = build(ctx, dm, fed)
     if ctx.config["engine"] == "flower":
+        from lit_modules.fedopt_flower import run_flower  # needs the optional flwr[simulation]
+
         return run_flower(dm, module, fed, eval_split=split, client_cpus=ctx.config["flower_client_cpus"]), None, module
     fabric = L.Fabric(accelerator=ctx.accelerator, devices=1, precision=ctx.precision)  # clients run one at a time
     sim = FederatedSimulation(dm, module, fed, fabric)
