@@ -71,24 +71,26 @@ def kenyon_drive(W_t: Tensor, idx: Tensor, weights: Tensor | None = None) -> Ten
     return nn.functional.embedding_bag(idx.clamp_min(0), W_t, per_sample_weights=w, mode="sum")
 
 
-def flyvec_step(W_t: Tensor, idx: Tensor, inv_p: Tensor, lr: float) -> tuple[Tensor, float]:
+def flyvec_step(W_t: Tensor, idx: Tensor, inv_p: Tensor, lr: float, buffer: Tensor | None = None) -> tuple[Tensor, float]:
     """One batched update of the synapses, in place; returns (winners [B], energy summed over B).
 
     ``W_t`` [2V, K] (W transposed, so a sample's rows gather contiguously), ``idx`` [B, w]
     from :func:`input_indices`, ``inv_p`` [2V] = 1/p of each input position's word.
     μ̂ = argmax_μ ⟨W_μ, v⟩ (raw input); ΔW_μ̂ += v/p − ⟨W_μ̂, v/p⟩ W_μ̂ summed over the batch;
     W += lr · ΔW / max|ΔW|. Energy: −Σ ⟨W_μ̂, v/p⟩ / ‖W_μ̂‖ before the update.
+    ``buffer`` (shaped like ``W_t``) holds ΔW, so that a training loop allocates it once.
     """
     B, w = idx.shape
     mu = kenyon_drive(W_t, idx).argmax(dim=1)  # [B] winners on the raw input
     vals = inv_p[idx]  # [B, w] entries of v/p
     drive = (W_t[idx, mu[:, None]] * vals).sum(dim=1)  # [B] ⟨W_μ̂, v/p⟩
-    norms = W_t.norm(dim=0)  # [K]
+    norms = W_t.pow(2).sum(dim=0).sqrt()  # [K] (faster than Tensor.norm over dim 0)
     energy = -float((drive / norms[mu].clamp_min(PREC)).sum())
     xx = torch.zeros(W_t.shape[1], dtype=W_t.dtype).index_add_(0, mu, drive)  # [K] Σ over each cell's wins
-    ds = W_t * -xx  # [2V, K]: −⟨W_μ̂, v/p⟩ W_μ̂ for every win
+    ds = torch.mul(W_t, -xx, out=torch.empty_like(W_t) if buffer is None else buffer)  # [2V, K]: −⟨W_μ̂, v/p⟩ W_μ̂
     ds.index_put_((idx.reshape(-1), mu.repeat_interleave(w)), vals.reshape(-1), accumulate=True)  # + v/p
-    scale = lr / max(float(ds.abs().max()), PREC)
+    lo, hi = torch.aminmax(ds)
+    scale = lr / max(float(-lo), float(hi), PREC)
     W_t.add_(ds, alpha=scale)
     return mu, energy
 
@@ -133,12 +135,13 @@ def flyvec_train(
     W_t = init_synapses(num_kenyon, vocab_size, seed, init_std).t().contiguous()  # [2V, K]
     gen = torch.Generator().manual_seed(seed + 1)
     N = len(idx_all)
+    buffer = torch.empty_like(W_t)
     for epoch in range(epochs):
         lr_epoch = lr * (1 - epoch / epochs)
         order = torch.randperm(N, generator=gen)
         total = 0.0
         for start in range(0, N, batch_size):
-            _, energy = flyvec_step(W_t, idx_all[order[start : start + batch_size]], inv_p, lr_epoch)
+            _, energy = flyvec_step(W_t, idx_all[order[start : start + batch_size]], inv_p, lr_epoch, buffer)
             total += energy
         if on_epoch is not None:
             on_epoch(epoch, total / N)
@@ -165,7 +168,7 @@ def flyhash(W: Tensor, word_ids: Tensor, k: int, context_ids: Tensor | None = No
         context_ids = torch.as_tensor(context_ids, dtype=torch.long)
         if context_ids.ndim != 2 or context_ids.shape[0] != len(word_ids):
             raise ValueError(f"context_ids must be [N={len(word_ids)}, C]; got {tuple(context_ids.shape)}")
-        if int(context_ids.max(initial=-1)) >= V:
+        if context_ids.numel() and int(context_ids.max()) >= V:
             raise ValueError(f"context ids must lie in [0, {V}) or be -1 (padding)")
         idx = torch.cat([context_ids, idx], dim=1)  # [N, C+1]
     weights = None
@@ -183,7 +186,7 @@ def energy(W: Tensor, corpus_ids: Sequence[Sequence[int]], window: int, batch_si
     p = word_probabilities(corpus_ids, V)
     inv_p = torch.cat([1 / p, 1 / p])
     W_t = W.t().contiguous()
-    norms = W_t.norm(dim=0)
+    norms = W_t.pow(2).sum(dim=0).sqrt()
     total = 0.0
     for start in range(0, len(idx_all), batch_size):
         idx = idx_all[start : start + batch_size]
