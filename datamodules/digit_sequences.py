@@ -14,6 +14,9 @@ random symbols from 1..8, a span of ``gap`` blanks (0), the marker 9, then
 ``copy_length - 1`` more blanks; the model must output the symbols over the last
 ``copy_length`` steps. Trained at one gap, tested at longer ones (paper: 50 -> 200).
 
+``levels`` grey levels (default 2, the paper's binarisation) can be raised for the tiny
+8x8 digits, where binarising loses much of the stroke.
+
 Batches are (tokens int64 [B, L], target): target int64 [B] for digits, [B, copy_length]
 for copying.
 """
@@ -42,16 +45,16 @@ IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 
 # ---------------------------------------------------------------------------- pixels
-def pixel_sequences(x: torch.Tensor, side: int, threshold: float = 0.5) -> torch.Tensor:
-    """Images [N, 1, H, W] in [0, 1] -> binary pixel tokens [N, side * side], row-major,
-    after a nearest-neighbour rescale to ``side`` x ``side``."""
+def pixel_sequences(x: torch.Tensor, side: int, levels: int = 2) -> torch.Tensor:
+    """Images [N, 1, H, W] in [0, 1] -> pixel tokens [N, side * side] in 0..levels-1, row-major,
+    after a nearest-neighbour rescale to ``side`` x ``side``; ``levels=2`` binarises at 0.5."""
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"images must be [N, 1, H, W]; got {list(x.shape)}")
-    if side < 1:
-        raise ValueError(f"side must be >= 1; got {side}")
+    if side < 1 or levels < 2:
+        raise ValueError(f"need side >= 1 and levels >= 2; got side={side}, levels={levels}")
     if x.shape[-2:] != (side, side):
         x = F.interpolate(x, size=(side, side), mode="nearest")
-    return (x > threshold).long().flatten(1)
+    return (x.clamp(0, 1) * (levels - 1)).round().long().flatten(1)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -128,6 +131,7 @@ class DigitSequenceDataModule(L.LightningDataModule):
         data_dir: str | None = None,
         train_side: int = 8,
         test_sides: Sequence[int] = (8, 12, 16),
+        levels: int = 2,
         batch_size: int = 64,
         eval_batch_size: int = 512,
         num_train: int = 0,
@@ -139,8 +143,11 @@ class DigitSequenceDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    vocab_size = 2  # binary pixels
     num_classes = 10
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hparams.levels
 
     def setup(self, stage: str | None = None) -> None:
         if self.images:
@@ -160,7 +167,7 @@ class DigitSequenceDataModule(L.LightningDataModule):
 
     def sequences(self, split: str, side: int) -> TensorDataset:
         x, y = self.images[split]
-        return TensorDataset(pixel_sequences(x, side), y)
+        return TensorDataset(pixel_sequences(x, side, self.hparams.levels), y)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.sequences("train", self.hparams.train_side)

@@ -173,31 +173,67 @@ class RIMCell(nn.Module):
             return lstm_blocks(read, h, c, self.w_x, self.w_h, self.b)
         return gru_blocks(read, h, self.w_x, self.w_h, self.b, self.b_h), None
 
-    def input_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys [..., 2, D] and values [..., 2, V] of the rows [null, x] for x [..., I]; the
-        null row is all zeros. A sequence model computes them for all steps at once."""
-        kx, vx = self.key(x).unsqueeze(-2), self.value(x).unsqueeze(-2)
-        return torch.cat([torch.zeros_like(kx), kx], -2), torch.cat([torch.zeros_like(vx), vx], -2)
+    def encode_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a step needs from x [..., I] alone: its key [..., D] and, per unit, its value
+        already mapped by the unit's input weights [..., U, G*H]. A sequence model computes
+        these for all steps at once (they do not depend on the state)."""
+        vx = self.value(x)
+        return self.key(x), torch.einsum("...v,uvg->...ug", vx, self.w_x)
 
     def forward(
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         self._check(x, h, c)
-        return self.step(*self.input_rows(x), h, c)
+        return self.step(*self.encode_inputs(x), h, c)
 
     def step(
-        self, keys: torch.Tensor, values: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+        self, kx: torch.Tensor, x_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One step from precomputed ``input_rows``: keys [B, 2, D], values [B, 2, V]."""
-        read, null = input_attention(group_linear(h, self.w_query), keys, values, self.dropout, self.training)
-        active = select_active(null, self.k)  # (B, U)
+        """One step from ``encode_inputs``: kx [B, D], x_gates [B, U, G*H].
+
+        Input attention over the two rows [null, x] with a zero null key and value
+        (``input_attention`` in closed form): the score of the null row is 0, so a unit's
+        attention on x is sigmoid(s) with s = q.k_x / sqrt(D), its attention on the null row
+        is 1 - sigmoid(s), and its read is sigmoid(s) v_x, whose image under the unit's input
+        weights is sigmoid(s) (v_x W_x).
+        """
+        q = group_linear(h, self.w_query)  # (B, U, D)
+        s = (q * kx.unsqueeze(1)).sum(-1) / math.sqrt(q.shape[-1])  # (B, U)
+        p_x = F.dropout(torch.sigmoid(s), self.dropout, self.training)
+        active = select_active(torch.sigmoid(-s), self.k)  # attention on the null row; (B, U)
         a = active.unsqueeze(-1)
-        h_upd, c_upd = self.dynamics(read, h, c)
+        gates_x = p_x.unsqueeze(-1) * x_gates
+        if self.cell == "lstm":
+            i, f, g, o = (gates_x + group_linear(h, self.w_h, self.b)).chunk(4, dim=-1)
+            c_upd = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_upd = torch.sigmoid(o) * torch.tanh(c_upd)
+        else:
+            xr, xz, xn = (gates_x + self.b).chunk(3, dim=-1)
+            hr, hz, hn = group_linear(h, self.w_h, self.b_h).chunk(3, dim=-1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h_upd, c_upd = (1 - z) * torch.tanh(xn + r * hn) + z * h, None
         h_tilde = torch.where(a, h_upd, h)  # inactive units: unchanged (and no gradient from this step)
         comm = communication_attention(h_tilde, self.w_comm_qkv, self.w_co, self.num_comm_heads, self.dropout, self.training)
         h_new = torch.where(a, h_tilde + comm, h)  # residual, active units only
         c_new = torch.where(a, c_upd, c) if c is not None else None
         return h_new, c_new, active
+
+    def reference_step(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The same step written term by term with the paper's functions (``input_attention``
+        over explicit [null, x] rows, ``lstm_blocks``/``gru_blocks``): slower; the tests check
+        that ``forward`` equals it."""
+        self._check(x, h, c)
+        kx, vx = self.key(x).unsqueeze(1), self.value(x).unsqueeze(1)
+        keys, values = torch.cat([torch.zeros_like(kx), kx], 1), torch.cat([torch.zeros_like(vx), vx], 1)
+        read, null = input_attention(group_linear(h, self.w_query), keys, values)
+        active = select_active(null, self.k)
+        a = active.unsqueeze(-1)
+        h_upd, c_upd = self.dynamics(read, h, c)
+        h_tilde = torch.where(a, h_upd, h)
+        h_new = torch.where(a, h_tilde + communication_attention(h_tilde, self.w_comm_qkv, self.w_co, self.num_comm_heads), h)
+        return h_new, (torch.where(a, c_upd, c) if c is not None else None), active
 
 
 class RecurrentNet(nn.Module):
@@ -234,10 +270,10 @@ class RecurrentNet(nn.Module):
             return self.head(self.lstm(e)[0]), None
         h, c = self.cell.initial_state(tokens.shape[0], tokens.device)
         outs, actives = [], []
-        keys, values = self.cell.input_rows(e)  # (B, L, 2, D), (B, L, 2, V): all steps at once
+        kx, x_gates = self.cell.encode_inputs(e)  # (B, L, D), (B, L, U, G*H): all steps at once
         # unbind, not [:, t]: one backward for all steps rather than a zero-filled one per step
-        for k_t, v_t in zip(keys.unbind(1), values.unbind(1)):
-            h, c, active = self.cell.step(k_t, v_t, h, c)
+        for k_t, g_t in zip(kx.unbind(1), x_gates.unbind(1)):
+            h, c, active = self.cell.step(k_t, g_t, h, c)
             outs.append(h.flatten(1))
             actives.append(active)
         return self.head(torch.stack(outs, 1)), torch.stack(actives, 1)

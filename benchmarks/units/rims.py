@@ -23,7 +23,7 @@ ARCH_KEYS = ("embed_dim", "hidden_size", "num_units", "cell", "input_key_size", 
 
 def digits(config: dict, data_dir: str | None, seed: int, name: str = "digits") -> DigitSequenceDataModule:
     return DigitSequenceDataModule(
-        name=name, data_dir=data_dir, train_side=config["train_side"], test_sides=tuple(config["test_sides"]),
+        name=name, data_dir=data_dir, train_side=config["train_side"], test_sides=tuple(config["test_sides"]), levels=config["levels"],
         batch_size=config["batch_size"], num_train=config["num_train"], seed=seed,
     )
 
@@ -52,10 +52,10 @@ def _fit(ctx: UnitContext, module: RecurrentModel, loader, max_steps: int) -> fl
     return steps[len(steps) // 2]
 
 
-def _test(ctx: UnitContext, module: RecurrentModel, loader) -> dict[str, float]:
+def _test(ctx: UnitContext, module: RecurrentModel, loaders: dict) -> dict:
+    """{name: {"test/acc": ..., "test/loss": ...}}: one Trainer, one ``test`` per loader."""
     trainer = make_trainer(ctx, enable_progress_bar=False)
-    (out,) = trainer.test(module, dataloaders=loader, verbose=False)
-    return out
+    return {name: trainer.test(module, dataloaders=loader, verbose=False)[0] for name, loader in loaders.items()}
 
 
 def _activity(module: RecurrentModel, loader) -> torch.Tensor | None:
@@ -97,9 +97,8 @@ def run(ctx: UnitContext) -> list[Measurement]:
     module = build_module(cfg, "classify", dm.vocab_size, dm.num_classes, cfg["lr"], cfg["max_steps"])
     step_s = _fit(ctx, module, dm.train_dataloader(), cfg["max_steps"])
     train_side = cfg["train_side"]
-    accs = {side: _test(ctx, module, dm.test_dataloader(side))["test/acc"] for side in cfg["test_sides"]}
-    if train_side not in accs:
-        accs[train_side] = _test(ctx, module, dm.test_dataloader(train_side))["test/acc"]
+    sides = sorted(set(cfg["test_sides"]) | {train_side})
+    accs = {side: r["test/acc"] for side, r in _test(ctx, module, {s: dm.test_dataloader(s) for s in sides}).items()}
     ood = [a for side, a in accs.items() if side != train_side]
     acc_id, acc_ood = accs[train_side], (sum(ood) / len(ood) if ood else math.nan)
     majority = torch.bincount(dm.images["test"][1]).max().item() / len(dm.images["test"][1])
@@ -131,7 +130,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
     module = build_module(cfg, "copy", copy_dm.vocab_size, copy_dm.num_classes, cfg["copy_lr"], cfg["copy_steps"])
     step_s = _fit(ctx, module, copy_dm.train_dataloader(), cfg["copy_steps"])
     gaps = sorted(set(cfg["copy_test_gaps"]) | {cfg["copy_train_gap"]})
-    results = {gap: _test(ctx, module, copy_dm.test_dataloader(gap)) for gap in gaps}
+    results = _test(ctx, module, {gap: copy_dm.test_dataloader(gap) for gap in gaps})
     id_gap, ood_gap = cfg["copy_train_gap"], gaps[-1]
     out += [Measurement("copy_ce_vs_gap", r["test/loss"], step=gap) for gap, r in results.items()]
     out += [Measurement("copy_acc_vs_gap", r["test/acc"], step=gap) for gap, r in results.items()]

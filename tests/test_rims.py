@@ -1,0 +1,294 @@
+"""RIMs: the cell's k-of-n selection, frozen inactive units, independent per-unit weights,
+the closed-form input attention against the paper's explicit one, the data, the benchmark."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.digit_sequences import (
+    BLANK, MARKER, CopyingDataModule, DigitSequenceDataModule, copying_task, load_mnist, pixel_sequences, read_idx,
+)
+from datamodules.images import DatasetNotFoundError
+from lit_modules.rims import (
+    RecurrentModel, RIMCell, input_attention, lstm_blocks, lstm_param_count, matched_lstm_hidden, select_active,
+)
+
+B, I, H, U, K = 5, 7, 8, 6, 4
+
+
+def _cell(cell: str = "lstm", k: int = K, seed: int = 0) -> RIMCell:
+    torch.manual_seed(seed)
+    return RIMCell(I, H, U, k, cell=cell, input_key_size=16, num_comm_heads=2, comm_key_size=4)
+
+
+def _state(cell: str = "lstm", seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x, h = torch.randn(B, I, generator=g), torch.randn(B, U, H, generator=g)
+    return x, h, (torch.randn(B, U, H, generator=g) if cell == "lstm" else None)
+
+
+# ------------------------------------------------------------------------------ the cell
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_exactly_k_units_are_active_per_row(cell):
+    x, h, c = _state(cell)
+    _, _, active = _cell(cell)(x, h, c)
+    assert active.dtype == torch.bool and active.shape == (B, U)
+    assert (active.sum(1) == K).all()
+
+
+def test_active_units_are_those_least_attending_to_the_null_input():
+    null = torch.tensor([[0.9, 0.1, 0.5, 0.2], [0.3, 0.8, 0.05, 0.7]])
+    assert select_active(null, 2).tolist() == [[False, True, False, True], [True, False, True, False]]
+    m = _cell()
+    x, h, c = _state()
+    kx = m.key(x).unsqueeze(1)
+    keys = torch.cat([torch.zeros_like(kx), kx], 1)
+    values = torch.cat([torch.zeros(B, 1, 4 * H), m.value(x).unsqueeze(1)], 1)
+    _, null_attention = input_attention(torch.einsum("buh,uhd->bud", h, m.w_query), keys, values)
+    _, _, active = m(x, h, c)
+    for b in range(B):
+        assert set(torch.argsort(null_attention[b])[:K].tolist()) == set(active[b].nonzero().flatten().tolist())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_inactive_units_keep_h_and_c_bit_for_bit(cell):
+    x, h, c = _state(cell)
+    h_new, c_new, active = _cell(cell)(x, h, c)
+    off = ~active
+    assert torch.equal(h_new[off], h[off])
+    if cell == "lstm":
+        assert torch.equal(c_new[off], c[off])
+    assert not torch.allclose(h_new[active], h[active])  # the active ones did move
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_loss_on_inactive_units_new_state_gives_every_parameter_zero_gradient(cell):
+    m = _cell(cell)
+    x, h, c = _state(cell)
+    h_new, c_new, active = m(x, h, c)
+    loss = (h_new[~active] ** 2).sum() + (0 if c_new is None else (c_new[~active] ** 3).sum())
+    grads = torch.autograd.grad(loss, list(m.parameters()), allow_unused=True, retain_graph=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+    # while a loss on the active units reaches the parameters
+    grads = torch.autograd.grad((h_new[active] ** 2).sum(), list(m.parameters()), allow_unused=True)
+    assert sum(int(g is not None and torch.count_nonzero(g) > 0) for g in grads) >= 5
+
+
+def test_k_equal_to_num_units_activates_every_unit():
+    x, h, c = _state()
+    _, _, active = _cell(k=U)(x, h, c)
+    assert active.all()
+
+
+def test_per_unit_dynamics_are_independent_before_communication():
+    m = _cell()
+    g = torch.Generator().manual_seed(3)
+    read, h, c = torch.randn(B, U, 4 * H, generator=g), torch.randn(B, U, H, generator=g), torch.randn(B, U, H, generator=g)
+    h1, c1 = m.dynamics(read, h, c)
+    i, j = 2, 4
+    with torch.no_grad():
+        m.w_x[i].add_(1.0)
+        m.w_h[i].mul_(-3.0)
+        m.b[i].add_(0.5)
+    h2, c2 = m.dynamics(read, h, c)
+    others = [u for u in range(U) if u != i]
+    assert torch.equal(h1[:, others], h2[:, others]) and torch.equal(c1[:, others], c2[:, others])
+    assert not torch.allclose(h1[:, i], h2[:, i])
+    # and unit j's update does not read unit i's state
+    h_moved = h.clone()
+    h_moved[:, i] += 10.0
+    assert torch.equal(m.dynamics(read, h_moved, c)[0][:, j], h2[:, j])
+
+
+def test_block_lstm_matches_torch_lstm_cell_per_unit():
+    torch.manual_seed(0)
+    cells = [torch.nn.LSTMCell(I, H) for _ in range(3)]
+    w_x = torch.stack([cl.weight_ih.T for cl in cells])
+    w_h = torch.stack([cl.weight_hh.T for cl in cells])
+    b = torch.stack([cl.bias_ih + cl.bias_hh for cl in cells])
+    x, h, c = torch.randn(B, 3, I), torch.randn(B, 3, H), torch.randn(B, 3, H)
+    h_new, c_new = lstm_blocks(x, h, c, w_x, w_h, b)
+    for u, cl in enumerate(cells):
+        hu, cu = cl(x[:, u], (h[:, u], c[:, u]))
+        torch.testing.assert_close(h_new[:, u], hu)
+        torch.testing.assert_close(c_new[:, u], cu)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fast_step_equals_the_papers_explicit_null_row_attention(cell):
+    m = _cell(cell)
+    x, h, c = _state(cell)
+    fast, ref = m(x, h, c), m.reference_step(x, h, c)
+    assert torch.equal(fast[2], ref[2])
+    torch.testing.assert_close(fast[0], ref[0])
+    if cell == "lstm":
+        torch.testing.assert_close(fast[1], ref[1])
+
+
+def test_communication_reaches_active_units_only_through_attention_over_all_units():
+    m = _cell()
+    x, h, c = _state()
+    h_new, _, active = m(x, h, c)
+    with torch.no_grad():
+        m.w_co.zero_()  # no communication: active units are their own LSTM step
+    h_solo, _, _ = m(x, h, c)
+    assert not torch.allclose(h_new[active], h_solo[active])
+    assert torch.equal(h_new[~active], h_solo[~active])
+
+
+def test_bad_k_and_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"k must be in \[1, num_units=6\]; got k=7"):
+        RIMCell(I, H, U, 7)
+    with pytest.raises(ValueError, match="got k=0"):
+        RIMCell(I, H, U, 0)
+    m = _cell()
+    x, h, c = _state()
+    with pytest.raises(ValueError, match=r"x must be \[B, input_size=7\]; got \[5, 3\]"):
+        m(x[:, :3], h, c)
+    with pytest.raises(ValueError, match=r"h must be \[B, num_units, hidden_size\] = \[5, 6, 8\]; got \[5, 5, 8\]"):
+        m(x, h[:, :5], c)
+    with pytest.raises(ValueError, match="c must be"):
+        m(x, h, None)
+    with pytest.raises(ValueError, match="unknown cell 'rnn'"):
+        RIMCell(I, H, U, K, cell="rnn")
+
+
+# ---------------------------------------------------------------------------- the model
+def test_lstm_baseline_is_matched_to_the_rim_parameter_count():
+    rims = RecurrentModel(vocab_size=5, num_outputs=10, core="rims", hidden_size=16, num_units=6, k=4)
+    lstm = RecurrentModel(vocab_size=5, num_outputs=10, core="lstm", hidden_size=16, num_units=6, k=4)
+    n_rims, n_lstm = (sum(p.numel() for p in m.net.parameters()) for m in (rims, lstm))
+    assert abs(n_lstm / n_rims - 1) < 0.10
+    assert n_lstm == lstm_param_count(lstm.hparams.lstm_hidden, 5, 16, 10)
+    assert matched_lstm_hidden(n_rims, 5, 16, 10) == lstm.hparams.lstm_hidden
+    assert rims.net.embed.weight.shape == lstm.net.embed.weight.shape and rims.net.head.out_features == lstm.net.head.out_features
+
+
+@pytest.mark.parametrize("core", ["rims", "lstm"])
+def test_every_parameter_receives_a_gradient(core):
+    torch.manual_seed(0)
+    model = RecurrentModel(vocab_size=5, core=core, hidden_size=8, num_units=4, k=2, input_key_size=8, comm_key_size=4)
+    tokens, y = torch.randint(0, 5, (6, 12)), torch.randint(0, 10, (6,))
+    loss, _, _ = model._loss((tokens, y))
+    loss.backward()
+    missing = [n for n, p in model.net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing
+
+
+def test_zero_pixel_is_not_the_null_input():
+    model = RecurrentModel(vocab_size=2, core="rims", hidden_size=8, num_units=4, k=2, input_key_size=8, comm_key_size=4)
+    kx, _ = model.net.cell.encode_inputs(model.net.embed(torch.zeros(1, dtype=torch.long)))
+    assert torch.count_nonzero(kx) > 0  # a blank pixel has a key of its own; the null row's key is 0
+
+
+# ------------------------------------------------------------------------------- data
+def test_pixel_sequences_nearest_rescale_keeps_blocks_and_quantises():
+    x = torch.zeros(1, 1, 2, 2)
+    x[0, 0, 0, 0], x[0, 0, 1, 1] = 1.0, 0.6
+    assert pixel_sequences(x, 4).view(4, 4).tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+    assert pixel_sequences(x, 2, levels=5).tolist() == [[4, 0, 0, 2]]
+    with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
+        pixel_sequences(torch.zeros(2, 2), 4)
+
+
+def test_digit_sequences_are_longer_at_larger_resolutions():
+    dm = DigitSequenceDataModule(train_side=6, test_sides=(6, 10), levels=5)
+    dm.setup()
+    t6, _ = next(iter(dm.test_dataloader(6)))
+    t10, y = next(iter(dm.test_dataloader(10)))
+    assert t6.shape[1] == 36 and t10.shape[1] == 100 and t10.max() <= 4 and len(y) == len(t10)
+    assert dm.vocab_size == 5
+
+
+def test_copying_task_layout_and_targets():
+    tokens, target = copying_task(4, copy_length=3, gap=5, seed=0)
+    assert tokens.shape == (4, 11) and target.shape == (4, 3)
+    assert torch.equal(tokens[:, :3], target) and ((target >= 1) & (target <= 8)).all()
+    assert (tokens[:, 3:8] == BLANK).all() and (tokens[:, 8] == MARKER).all() and (tokens[:, 9:] == BLANK).all()
+    assert torch.equal(copying_task(4, 3, 5, seed=0)[0], tokens)
+    dm = CopyingDataModule(copy_length=3, train_gap=5, num_test=8)
+    assert next(iter(dm.test_dataloader(40)))[0].shape == (8, 46)
+    with pytest.raises(ValueError, match="copy_length >= 1"):
+        copying_task(4, 0, 5, seed=0)
+
+
+def _write_idx(path, array: np.ndarray, dtype_code: int = 0x08) -> None:
+    header = bytes([0, 0, dtype_code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    data = header + array.astype(">u1" if dtype_code == 0x08 else ">i4").tobytes()
+    (gzip.open if str(path).endswith(".gz") else open)(path, "wb").write(data)
+
+
+def test_mnist_idx_loader_reads_plain_and_gzipped_files(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    imgs, labels = rng.integers(0, 256, (6, 28, 28)), rng.integers(0, 10, 6)
+    _write_idx(raw / "train-images-idx3-ubyte.gz", imgs)
+    _write_idx(raw / "train-labels-idx1-ubyte", labels)
+    _write_idx(raw / "t10k-images-idx3-ubyte", imgs[:2])
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", labels[:2])
+    assert (read_idx(raw / "train-images-idx3-ubyte.gz") == imgs).all()
+    data = load_mnist(tmp_path)
+    assert data["train"][0].shape == (6, 1, 28, 28) and data["test"][1].tolist() == labels[:2].tolist()
+    assert data["train"][0].max() <= 1.0
+    dm = DigitSequenceDataModule("mnist", data_dir=str(tmp_path), train_side=14, test_sides=(14, 24))
+    dm.setup()
+    assert next(iter(dm.test_dataloader(24)))[0].shape == (2, 576)
+
+
+def test_bad_idx_and_missing_mnist_say_what_was_expected(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(bad)
+    with pytest.raises(DatasetNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+
+
+# ---------------------------------------------------------------------------- benchmark
+def _rows(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    rows = [dict(variant=v, metric=m, value=x, step=math.nan) for (v, m), xs in values.items() for x in xs]
+    return pd.DataFrame(rows)
+
+
+def _verdict_frame(r_drop, l_drop, r_ood, l_ood):
+    base = {}
+    for v, drop, ood in (("rims", r_drop, r_ood), ("lstm", l_drop, l_ood), ("rims_k_all", r_drop, r_ood)):
+        base[(v, "ood_drop@digits")] = drop
+        base[(v, "acc_ood")] = ood
+        base[(v, "acc_id")] = [0.8, 0.8]
+        base[(v, "trivial_floor@digits_acc")] = [0.11, 0.11]
+    return _rows(base)
+
+
+def test_verdict_holds_only_when_the_smaller_drop_is_not_a_lower_ood_accuracy():
+    from benchmarks.specs.rims import claim_verdict
+
+    assert claim_verdict(_verdict_frame([0.1, 0.12], [0.4, 0.42], [0.7, 0.68], [0.4, 0.38])).status == "holds"
+    assert claim_verdict(_verdict_frame([0.4, 0.42], [0.1, 0.12], [0.4, 0.38], [0.7, 0.68])).status == "does not hold"
+    # within the band
+    assert claim_verdict(_verdict_frame([0.3, 0.1], [0.25, 0.15], [0.5, 0.7], [0.55, 0.65])).status == "inconclusive"
+    # a smaller drop bought with a lower OOD accuracy is not better
+    assert claim_verdict(_verdict_frame([0.1, 0.1], [0.4, 0.4], [0.2, 0.2], [0.4, 0.4])).status == "does not hold"
+
+
+def test_rims_smoke_unit_reports_the_declared_metrics():
+    from benchmarks.registry import get_benchmark
+    from benchmarks.unit import execute
+
+    bench = get_benchmark("rims")
+    ctx = dict(benchmark="rims", name="rims", seed=0, preset="smoke", dataset="digits",
+               config=bench.config("smoke", "rims"), accelerator="cpu", quiet=True)
+    rows = execute({"kind": "variant", "context": ctx})["rows"]
+    metrics = {r["metric"] for r in rows}
+    assert {"acc_id", "acc_ood", "ood_drop@digits", "ood_drop@copying", "copy_ce_id", "copy_ce_ood",
+            "params@digits", "unit_activity@unit=0", "acc@side=6"} <= metrics
+    activity = [r for r in rows if r["metric"].startswith("unit_activity")]
+    per_position = pd.DataFrame(activity).groupby("step")["value"].sum()
+    assert np.allclose(per_position, 2)  # smoke: k = 2 of 4 units active at every position
