@@ -34,6 +34,7 @@ class Comparison:
     only_run: pd.DataFrame
     only_ref: pd.DataFrame
     failed: pd.DataFrame | None = None  # the run's failed units (benchmark, variant, dataset, preset, seed, error)
+    context: pd.DataFrame | None = None  # the reference's scope=context rows (paper.csv): listed, never judged
 
     @property
     def regressed(self) -> bool:
@@ -98,6 +99,7 @@ def compare(run: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
     dataset and preset). A benchmark the run did not run at all is listed as only in the
     reference. Raises :class:`BadResultsError` when the two share nothing to compare.
     """
+    ref, context = _split_scope(ref, run)
     failed = _failures(run)
     run_s, ref_s = _scalar(run), _scalar(ref)
     ok_run = run_s[run_s["status"] == "ok"]
@@ -170,7 +172,21 @@ def compare(run: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
     keys_ref = set(groups_ref) - compared
     only_run = pd.DataFrame(_sorted_keys(keys_run - keys_ref_ok), columns=KEY)
     only_ref = pd.DataFrame(_sorted_keys(keys_ref), columns=KEY)
-    return Comparison(table, only_run, only_ref, failed.reset_index(drop=True))
+    return Comparison(table, only_run, only_ref, failed.reset_index(drop=True), context)
+
+
+def _split_scope(ref: pd.DataFrame, run: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A reference with a ``scope`` column (paper.csv): its target rows, to judge, and its context rows
+    (another model size, pre-training, split or variant mapping), listed beside the run's mean if any."""
+    if "scope" not in ref.columns:
+        return ref, pd.DataFrame(columns=[*KEY, "stored", "new", "source"])
+    is_context = ref["scope"].astype(str) == "context"
+    ctx = ref[is_context]
+    ok = run[(run["status"] == "ok") & run["step"].isna()]
+    means = ok.groupby(KEY)["value"].mean().to_dict() if not ok.empty else {}
+    rows = [dict(zip(KEY, key), stored=r["value"], new=means.get(key, math.nan), source=r.get("source", ""))
+            for key, r in ((tuple(r[k] for k in KEY), r) for _, r in ctx.iterrows())]
+    return ref[~is_context], pd.DataFrame(rows, columns=[*KEY, "stored", "new", "source"])
 
 
 COLUMNS = ["kind", "stored", "new", "delta", "band", "basis", "n_stored", "n_new", "verdict", "reason"]
@@ -226,4 +242,8 @@ def render(c: Comparison) -> str:
         if not frame.empty:
             out.append(f"{label} ({len(frame)}):")
             out.append(frame.to_string(index=False))
+    if c.context is not None and not c.context.empty:
+        out.append(f"context in the reference, not judged ({len(c.context)}):")
+        out += [f"  {r.benchmark}/{r.variant} {r.metric} ({r.dataset}): paper {r.stored:.4g}"
+                + (f", run {r.new:.4g}" if pd.notna(r.new) else "") + f" [{r.source}]" for r in c.context.itertuples()]
     return "\n".join(out)

@@ -1,7 +1,8 @@
 """``results/reference/paper.csv``: the papers' own numbers, from the specs, with sources.
 
-Written in the results schema (preset ``full``, the paper's dataset, ``source`` added), so
-that a ``full`` run on the real dataset can be compared with it by ``iclrbench compare``.
+Written in the results schema (preset ``full``, the paper's dataset, ``source`` and ``scope``
+added), so that a ``full`` run on the real dataset can be compared with it by ``iclrbench
+compare``, which judges the ``target`` rows and lists the ``context`` rows as information.
 A test checks that the committed file matches the specs.
 """
 
@@ -26,7 +27,7 @@ def paper_rows() -> pd.DataFrame:
                 run_id="paper", benchmark=name, variant=p.variant, role=roles.get(p.variant, ""), dataset=p.dataset,
                 preset="full", seed=None, metric=p.metric, value=p.value,
                 higher_is_better=metric.higher_is_better if metric else None, step=None, status="ok", error="",
-                device_name="", git_sha="", git_dirty="", config_hash="", timestamp="", source=p.source,
+                device_name="", git_sha="", git_dirty="", config_hash="", timestamp="", source=p.source, scope=p.scope,
             ))
     return pd.DataFrame(rows)
 

@@ -123,6 +123,10 @@ class PaperRef:
     code: str
 
 
+PaperScope = Literal["target", "context"]
+PAPER_SCOPES = ("target", "context")
+
+
 @dataclass(frozen=True)
 class PaperNumber:
     """A number the paper (or its official code) reports, with where it says so.
@@ -130,6 +134,14 @@ class PaperNumber:
     ``dataset`` is the real dataset's name as our loaders call it (``cifar10``), and
     ``metric`` uses our metric names and units (accuracy as a fraction), so that
     ``results/reference/paper.csv`` can be compared with a ``full`` run.
+
+    ``scope`` (keyword-only, no default: every number says which it is):
+    ``"target"`` is the paper's number for the method, data and model family that our
+    ``full`` preset runs, so a ``full`` run should approach it; ``"context"`` is a number
+    from a much larger model, from pre-training we do not do, from another split of the
+    data or a loose variant mapping. ``source`` names the table and row; a context
+    number's source also says why, after ``context:``. The report shows targets in its
+    "paper" column and context as a note; ``compare`` judges targets only.
     """
 
     variant: str
@@ -137,6 +149,13 @@ class PaperNumber:
     metric: str
     value: float
     source: str
+    scope: PaperScope = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.scope not in PAPER_SCOPES:
+            raise ValueError(f"paper number {self.variant}/{self.metric}: scope must be 'target' or 'context'; got {self.scope!r}")
+        if self.scope == "context" and "context:" not in self.source:
+            raise ValueError(f"paper number {self.variant}/{self.metric}: a context number's source says why after 'context:'; got {self.source!r}")
 
 
 @dataclass
@@ -190,6 +209,9 @@ class Benchmark:
         for p in self.paper_numbers:
             if p.variant not in names or self.metric(p.metric) is None:
                 raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")
+            if p.scope == "target" and p.dataset not in self.datasets:
+                raise ValueError(f"{self.name}: paper number {p.variant}/{p.metric} on {p.dataset!r} is a target, but {p.dataset!r} "
+                                 f"is not one of its datasets ({', '.join(self.datasets)}); mark it scope='context'")
 
     # --- look-ups -------------------------------------------------------------------
     def variant(self, name: str) -> Variant:

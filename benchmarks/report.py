@@ -51,9 +51,10 @@ def variant_table(bench: Benchmark | None, df: pd.DataFrame) -> str:
         return "_no scalar metrics_\n"
     baseline = bench.baseline_name() if bench else None
     stats = flat.groupby(["metric", "variant"], sort=False)["value"].agg(["mean", "std", "count"])
-    paper = {}
+    paper = {}  # targets only: context numbers are a note under the table (paper_context_note)
     for p in bench.paper_numbers if bench else []:
-        paper.setdefault((p.metric, p.variant), []).append(f"{fmt(p.value)} ({p.dataset}; {p.source})")
+        if p.scope == "target":
+            paper.setdefault((p.metric, p.variant), []).append(f"{fmt(p.value)} ({p.dataset}; {p.source})")
     roles = df.drop_duplicates("variant").set_index("variant")["role"].to_dict()
 
     def order(metric: str) -> tuple:
@@ -74,6 +75,17 @@ def variant_table(bench: Benchmark | None, df: pd.DataFrame) -> str:
                 f"{'<br>'.join(paper.get((metric, variant), [])) or '—'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def paper_context_note(bench: Benchmark | None) -> list[str]:
+    """Markdown lines under the table: the paper's context numbers (not targets for our runs)."""
+    context = [p for p in bench.paper_numbers if p.scope == "context"] if bench else []
+    if not context:
+        return []
+    lines = ["_Paper numbers for context (another model size, pre-training, data split or variant mapping than "
+             "our `full` preset; not targets, not in the table):_", ""]
+    lines += [f"- {p.variant} {p.metric} = {fmt(p.value)} ({p.dataset}; {p.source})" for p in context]
+    return lines + [""]
 
 
 def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> list[Path]:
@@ -195,8 +207,10 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
                 out += [f"- `{m.name}` ({m.kind}, {'higher' if m.higher_is_better else 'lower'} is better): {m.description}" for m in described]
                 out += ["", "</details>", ""]
         out += [variant_table(bench, sub), ""]
-        if bench and bench.paper_numbers:
-            out += ["_Paper numbers are the paper's own, at the paper's scale and dataset; ours are from this run._", ""]
+        if bench and any(p.scope == "target" for p in bench.paper_numbers):
+            out += ["_The paper column holds the paper's own numbers for the model family our `full` preset runs, "
+                    "on the paper's dataset; ours are from this run._", ""]
+        out += paper_context_note(bench)
         for path in plot_curves(bench, sub, plots_dir):
             out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
         art = run_dir / "artifacts" / name
