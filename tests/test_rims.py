@@ -278,13 +278,13 @@ def test_verdict_holds_only_when_the_smaller_drop_is_not_a_lower_ood_accuracy():
     assert claim_verdict(_verdict_frame([0.1, 0.1], [0.4, 0.4], [0.2, 0.2], [0.4, 0.4])).status == "does not hold"
 
 
-def test_rims_smoke_unit_reports_the_declared_metrics():
+def test_rims_smoke_unit_reports_the_declared_metrics(tmp_path):
     from benchmarks.registry import get_benchmark
     from benchmarks.unit import execute
 
     bench = get_benchmark("rims")
     ctx = dict(benchmark="rims", name="rims", seed=0, preset="smoke", dataset="digits",
-               config=bench.config("smoke", "rims"), accelerator="cpu", quiet=True)
+               config=bench.config("smoke", "rims"), accelerator="cpu", quiet=True, artifacts_dir=str(tmp_path))
     rows = execute({"kind": "variant", "context": ctx})["rows"]
     metrics = {r["metric"] for r in rows}
     assert {"acc_id", "acc_ood", "ood_drop@digits", "ood_drop@copying", "copy_ce_id", "copy_ce_ood",
@@ -292,3 +292,4 @@ def test_rims_smoke_unit_reports_the_declared_metrics():
     activity = [r for r in rows if r["metric"].startswith("unit_activity")]
     per_position = pd.DataFrame(activity).groupby("step")["value"].sum()
     assert np.allclose(per_position, 2)  # smoke: k = 2 of 4 units active at every position
+    assert list(tmp_path.glob("unit_activity_rims_seed0.png"))
