@@ -6,3 +6,4 @@ from benchmarks.specs import score_sde  # noqa: F401
 from benchmarks.specs import performer  # noqa: F401
 from benchmarks.specs import fedopt  # noqa: F401
 from benchmarks.specs import flyvec  # noqa: F401
+from benchmarks.specs import rims  # noqa: F401
