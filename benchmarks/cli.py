@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training curves under <run>/logs/: auto = CSV, plus TensorBoard when installed")
     r.add_argument("--cold-start", action="store_true",
                    help="start every unit in a fresh interpreter instead of forking it from a warm worker")
+    r.add_argument("--jobs", type=int, default=0,
+                   help="units at a time, each its own process: one GPU each when there are GPUs, else a share of "
+                        "the cores (default: 1 with --launcher process, all at once with slurm / submitit-local)")
+    r.add_argument("--launcher", default="process", help="process (this machine) | slurm | submitit-local (submitit)")
+    s = r.add_argument_group("SLURM (--launcher slurm, through submitit)")
+    s.add_argument("--slurm-partition", default=None)
+    s.add_argument("--slurm-gpus-per-unit", type=int, default=None, help="default: --devices with --accelerator gpu, else none")
+    s.add_argument("--slurm-cpus-per-unit", type=int, default=None, help="default: --threads when given")
+    s.add_argument("--slurm-mem-gb", type=int, default=None)
+    s.add_argument("--slurm-time-min", type=int, default=None, help="default: the unit's time-out per preset, + 1 minute")
+    s.add_argument("--slurm-setup", action="append", default=[], metavar="CMD",
+                   help="shell line run before each unit (e.g. 'source .venv/bin/activate'); repeatable")
+    s.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-extra account=myproj --slurm-extra qos=high")
 
     c = sub.add_parser("compare", help="compare a run (dir or CSV) against a stored results CSV")
     c.add_argument("run")
@@ -127,6 +141,24 @@ def run_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """submitit's AutoExecutor parameters from the --slurm-* options (None: submitit's default)."""
+    gpus = args.slurm_gpus_per_unit
+    if gpus is None and args.accelerator in ("gpu", "cuda"):
+        gpus = args.devices if isinstance(args.devices, int) else None
+    extra = {}
+    for item in args.slurm_extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--slurm-extra expects KEY=VALUE; got {item!r}")
+        extra[key.strip()] = value
+    return {
+        "slurm_partition": args.slurm_partition, "gpus_per_node": gpus, "mem_gb": args.slurm_mem_gb,
+        "cpus_per_task": args.slurm_cpus_per_unit or args.threads, "timeout_min": args.slurm_time_min,
+        "slurm_setup": args.slurm_setup or None, "slurm_additional_parameters": extra or None,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.plan import RunOptions, plan
     from benchmarks.registry import list_benchmarks
@@ -138,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision, out=args.out, overrides=run_overrides(args, names), variants=args.variants,
         extras=not args.no_extras, fresh=args.fresh, timeout_s=args.timeout, quiet=args.quiet,
-        logger=args.logger, cold_start=args.cold_start,
+        logger=args.logger, cold_start=args.cold_start, jobs=args.jobs, launcher=args.launcher, slurm=slurm_parameters(args),
     )
     if args.threads is not None:
         if args.threads < 1:
@@ -167,7 +199,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.csv, result.table.to_csv(index=False))
     if result.regressed:
-        print("a quality metric regressed beyond its band", file=sys.stderr)
+        print("a quality metric regressed beyond its band, failed, or is missing (see above)", file=sys.stderr)
         return EXIT_REGRESSION
     return EXIT_OK
 

@@ -21,6 +21,8 @@ waits on a pidfd of the runner in a daemon thread. Output goes to the unit's log
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing
 import os
 import select
@@ -30,7 +32,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
+
+from benchmarks.results import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WARM_MODULES = ("torch", "lightning", "benchmarks.unit", "benchmarks.train")
@@ -172,3 +176,159 @@ class Echo:
         if self._thread:
             self._stop.set()
             self._thread.join(timeout=5)
+
+
+# ------------------------------------------------------------------- sharing the machine
+def visible_gpus(accelerator: str) -> list[str]:
+    """GPU ids units may be given under ``--jobs`` (without importing torch): those in
+    ``$CUDA_VISIBLE_DEVICES``, else one per NVIDIA device the driver lists; none for cpu."""
+    if accelerator == "cpu":
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    return [str(i) for i in range(len(list(Path("/proc/driver/nvidia/gpus").glob("*"))))]
+
+
+class Slots:
+    """``--jobs N`` slots: a unit takes as many as it uses devices. With GPUs, a slot is a
+    GPU (the unit sees only its own through ``CUDA_VISIBLE_DEVICES``); without, a share of
+    the CPU cores (``threads`` torch threads per unit)."""
+
+    def __init__(self, jobs: int, devices_per_unit: int, gpus: list[str], threads: int | None, share_cores: bool = True) -> None:
+        if jobs < 1:
+            raise ValueError(f"--jobs must be at least 1; got {jobs}")
+        self.per_unit = max(1, devices_per_unit)
+        self.capacity = max(jobs, self.per_unit)  # --jobs 1 --devices 2: one unit with both devices
+        if gpus and jobs > 1:
+            if len(gpus) < self.per_unit:
+                raise ValueError(f"a unit needs {self.per_unit} GPUs; {len(gpus)} are visible")
+            self.capacity = min(self.capacity, len(gpus))
+        self.free = list(gpus[: self.capacity]) if gpus and jobs > 1 else [str(i) for i in range(self.capacity)]
+        self.gpus = bool(gpus) and jobs > 1
+        shared = share_cores and jobs > 1 and not gpus  # units on this machine's cores split them
+        self.threads = threads or (max(1, (os.cpu_count() or 1) // self.capacity) if shared else None)
+
+    def can_take(self) -> bool:
+        return len(self.free) >= self.per_unit
+
+    def take(self) -> tuple[list[str], dict[str, str]]:
+        """Slot ids and the unit's environment for them."""
+        ids, self.free = self.free[: self.per_unit], self.free[self.per_unit:]
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(ids)} if self.gpus else {}
+        if self.threads:
+            env["ICLRBENCH_THREADS"] = str(self.threads)
+        return ids, env
+
+    def give_back(self, ids: list[str]) -> None:
+        self.free += ids
+
+
+# ------------------------------------------------------------------ SLURM through submitit
+def job_main(job_path: str, log_path: str) -> int:
+    """What a submitit job runs (a SLURM task, or submitit's local executor): the unit, with
+    its output in the unit's log file."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    from benchmarks.unit import main
+
+    return main([job_path])
+
+
+class SubmititJob:
+    """A unit submitted as a job (or re-attached to one): the :class:`UnitProcess` interface."""
+
+    def __init__(self, job: Any, alive: Callable[[], bool]) -> None:
+        self.job, self._alive, self.pid = job, alive, None
+
+    def wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())) if deadline else 0.5)
+        return True
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._alive() else 0  # the unit's own outcome is in its result file
+
+    def kill(self) -> None:
+        self.job.cancel(check=False)
+        self.wait(30)
+
+
+SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}
+
+
+class SubmititLauncher:
+    """``--launcher slurm``: each unit becomes a SLURM job through submitit (``submitit-local``:
+    the same path on this machine, through submitit's local executor). Jobs outlive the
+    runner, so each unit's job id is recorded beside it (``units/<unit>.job.json``): a rerun
+    re-attaches to a job that is still queued or running instead of submitting it again, and
+    collects the result of one that finished while no runner was watching."""
+
+    def __init__(self, launcher: str, run_dir: Path, parameters: dict[str, Any]) -> None:
+        try:
+            import submitit
+        except ImportError:
+            raise ValueError(f"--launcher {launcher} needs submitit (pip install 'iclrbench[slurm]'); it is not installed") from None
+        self.submitit, self.cluster = submitit, SUBMITIT_CLUSTERS[launcher]
+        self.folder = run_dir / "jobs"
+        self.executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+        self.parameters = {k: v for k, v in parameters.items() if v is not None}
+
+    def _alive_fn(self, job_id: str) -> Callable[[], bool]:
+        if self.cluster == "local":  # the job id is the controller's pid, reparented when the runner died
+            def alive() -> bool:
+                try:
+                    stat = Path(f"/proc/{job_id}/stat").read_text()
+                    cmdline = Path(f"/proc/{job_id}/cmdline").read_bytes()
+                except OSError:
+                    return False
+                return stat.split(")")[-1].split()[0] != "Z" and b"submitit" in cmdline
+            return alive
+        job = self.submitit.SlurmJob(folder=self.folder, job_id=job_id)
+        return lambda: not job.done(force_check=True)
+
+    def attach(self, record: Path) -> SubmititJob | None:
+        """The recorded job of a unit if it is still queued or running, else None."""
+        try:
+            job_id = json.loads(record.read_text())["job_id"]
+        except (OSError, ValueError, KeyError):
+            return None
+        alive = self._alive_fn(job_id)
+        if not alive():
+            return None
+        job = self.submitit.SlurmJob(folder=self.folder, job_id=job_id) if self.cluster == "slurm" else _LocalHandle(job_id)
+        return SubmititJob(job, alive)
+
+    def submit(self, stem: str, job_path: Path, log_path: Path, record: Path, timeout_s: float, devices: int) -> SubmititJob:
+        params = dict(self.parameters)
+        params.setdefault("timeout_min", int(math.ceil(timeout_s / 60)) + 1)
+        if devices > 1:
+            params.setdefault("tasks_per_node", devices)  # Lightning's SLURM environment: one task per device
+        self.executor.update_parameters(name=f"iclrbench-{stem}", **params)
+        try:
+            job = self.executor.submit(job_main, str(job_path), str(log_path))
+        except Exception as exc:  # sbatch missing, a refused partition ...: the run cannot go on
+            raise ValueError(f"submitting {stem} to {self.cluster} failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
+        atomic_write_text(record, json.dumps({"launcher": self.cluster, "job_id": str(job.job_id)}))
+        return SubmititJob(job, lambda: not job.done())
+
+
+class _LocalHandle:
+    """A re-attached submitit-local job: cancel = SIGINT to its controller (as submitit does)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def cancel(self, check: bool = True) -> None:
+        try:
+            os.kill(int(self.job_id), signal.SIGINT)
+        except ProcessLookupError:
+            pass

@@ -37,15 +37,19 @@ class RunOptions:
     quiet: bool = False
     logger: str = "auto"  # auto (CSV, plus TensorBoard when installed) | csv | tensorboard | none
     cold_start: bool = False  # every unit in a fresh interpreter instead of forked from the warm worker
+    jobs: int = 0  # units at a time (--devices N units take N slots); 0: 1 here, all at once with submitit
+    launcher: str = "process"  # process | slurm | submitit-local
+    slurm: dict[str, Any] = field(default_factory=dict)  # submitit parameters (slurm_partition, gpus_per_node ...)
 
     @property
     def warm(self) -> bool:
         """Fork units from the warm worker, unless Lightning will launch processes of its own."""
-        return not self.cold_start and str(self.devices) == "1" and self.num_nodes == 1
+        return not self.cold_start and str(self.devices) == "1" and self.num_nodes == 1 and self.launcher == "process"
 
 
 LOGGERS = ("auto", "csv", "tensorboard", "none")
-NOT_IN_RUN_ID = ("out", "fresh", "quiet", "timeout_s", "logger", "cold_start")  # options that do not change results
+LAUNCHERS = ("process", "slurm", "submitit-local")
+NOT_IN_RUN_ID = ("out", "fresh", "quiet", "timeout_s", "logger", "cold_start", "jobs", "launcher", "slurm")  # not results
 
 
 @dataclass
@@ -91,6 +95,9 @@ def overrides_for(bench: Benchmark, overrides: dict[str, Any], names: list[str])
 
 def plan(opts: RunOptions) -> list[Unit]:
     lookup("preset", {p: p for p in PRESETS}, opts.preset)
+    lookup("launcher", {x: x for x in LAUNCHERS}, opts.launcher)
+    if opts.jobs < 0:
+        raise ValueError(f"--jobs must be at least 1 (or 0: one here, all at once with submitit); got {opts.jobs}")
     units: list[Unit] = []
     seeds = resolve_seeds(opts)
     for name in opts.names:

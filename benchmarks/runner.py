@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +26,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from benchmarks.errors import RunInterrupted
-from benchmarks.launch import Echo, UnitProcess, WarmWorker
+from benchmarks.launch import Echo, Slots, SubmititLauncher, UnitProcess, WarmWorker, visible_gpus
 from benchmarks.plan import (  # noqa: F401  (re-exported: the runner's public names)
     DEFAULT_SEEDS, LOGGERS, NOT_IN_RUN_ID, RunOptions, Unit, overrides_for, plan, resolve_seeds, run_id_for, stable_hash,
 )
@@ -48,12 +48,19 @@ def _git(*args: str) -> str | None:
 
 
 def code_version() -> tuple[str, bool, str]:
-    """(git sha, dirty, a fingerprint of sha + uncommitted changes)."""
+    """(git sha, dirty, a fingerprint of sha + uncommitted changes, new untracked files included)."""
     sha = (_git("rev-parse", "HEAD") or "").strip() or "unknown"
     diff = _git("diff", "HEAD", "--", *CODE_PATHS) or ""
-    dirty = bool(diff.strip())
-    fingerprint = sha + (hashlib.sha1(diff.encode()).hexdigest() if dirty else "")
-    return sha, dirty, fingerprint
+    digest = hashlib.sha1(diff.encode())
+    untracked = sorted(filter(None, (_git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS) or "").splitlines()))
+    for name in untracked:
+        digest.update(name.encode())
+        try:
+            digest.update((REPO_ROOT / name).read_bytes())
+        except OSError:
+            pass
+    dirty = bool(diff.strip() or untracked)
+    return sha, dirty, sha + (digest.hexdigest() if dirty else "")
 
 
 def _version(package: str) -> str:
@@ -73,14 +80,37 @@ def _tail(log_path: Path, n: int = 12) -> str:
     return " | ".join(lines[-n:])[-2000:]
 
 
-def run_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float, worker: WarmWorker | None = None) -> dict[str, Any]:
-    """Execute one unit in a process of its own; return its result dict (never raises for the unit's faults)."""
+@dataclass
+class Running:
+    """A unit that has been started: its process or job, its slots and its clock."""
+
+    unit: Unit
+    handle: Any  # launch.UnitProcess or launch.SubmititJob
+    echo: Echo | None
+    slots: list[str]
+    timeout_s: float
+    started: float = field(default_factory=time.perf_counter)
+
+    def expired(self) -> bool:
+        return time.perf_counter() - self.started > self.timeout_s
+
+
+def start_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float, launcher: Any = None,
+               slots: tuple[list[str], dict[str, str]] = ([], {}), echo: bool = True) -> Running:
+    """Write the unit's job file and start it: forked from the warm worker, in a fresh
+    interpreter, or as a submitit job (re-attached when a recorded job is still running)."""
     run_dir = run_dir.resolve()  # units run in the repository root
     units_dir = run_dir / "units"
     units_dir.mkdir(parents=True, exist_ok=True)
     job_path = units_dir / f"{unit.stem}.json"
     result_path = job_path.with_suffix(".result.json")
     log_path = job_path.with_suffix(".log")
+    record = job_path.with_suffix(".job.json")
+    ids, unit_env = slots
+    if isinstance(launcher, SubmititLauncher):
+        attached = launcher.attach(record)
+        if attached is not None:
+            return Running(unit, attached, None, ids, timeout_s)
     result_path.unlink(missing_ok=True)
     bench = get_benchmark(unit.benchmark)
     context = dict(
@@ -90,26 +120,35 @@ def run_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float, work
         precision=opts.precision, artifacts_dir=str(run_dir / "artifacts" / unit.benchmark), quiet=opts.quiet,
         log_dir=None if opts.logger == "none" else str(run_dir / "logs" / unit.stem), logger=opts.logger,
     )
-    atomic_write_text(job_path, json.dumps({"kind": unit.kind, "context": context}, indent=1))
+    atomic_write_text(job_path, json.dumps({"kind": unit.kind, "context": context, "env": unit_env}, indent=1))
+    if isinstance(launcher, SubmititLauncher):
+        log_path.write_bytes(b"")
+        devices = opts.devices if isinstance(opts.devices, int) else 1
+        return Running(unit, launcher.submit(unit.stem, job_path, log_path, record, timeout_s, devices), None, ids, timeout_s)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    start = time.perf_counter()
-    proc = UnitProcess(job_path, log_path, env, worker if opts.warm else None)
-    echo = Echo(log_path, enabled=not opts.quiet)
-    try:
-        timed_out = not proc.wait(timeout_s)
-    finally:
-        if proc.returncode is None:  # timed out, or the runner is interrupted
-            proc.kill()
-        echo.close()
-    wall = time.perf_counter() - start
+    proc = UnitProcess(job_path, log_path, env, launcher if opts.warm else None)
+    return Running(unit, proc, Echo(log_path, enabled=echo and not opts.quiet), ids, timeout_s)
+
+
+def collect_unit(running: Running, opts: RunOptions, run_dir: Path, timed_out: bool = False) -> dict[str, Any]:
+    """The result dict of a finished unit, or of one that ran out of time (killed here);
+    never raises for the unit's own faults."""
     if timed_out:
-        return {"status": "error", "error": f"timed out after {timeout_s:.0f} s (preset {opts.preset}); "
+        running.handle.kill()
+    if running.echo:
+        running.echo.close()
+    wall = time.perf_counter() - running.started
+    job_path = run_dir.resolve() / "units" / f"{running.unit.stem}.json"
+    log_path = job_path.with_suffix(".log")
+    if timed_out:
+        return {"status": "error", "error": f"timed out after {running.timeout_s:.0f} s (preset {opts.preset}); "
                 f"log tail: {_tail(log_path, 4)}", "rows": [], "wall_s": wall}
     try:
-        result = json.loads(result_path.read_text())
+        result = json.loads(job_path.with_suffix(".result.json").read_text())
     except (OSError, json.JSONDecodeError):
-        result = {"status": "error", "error": f"exit code {proc.returncode}, no result; log tail: {_tail(log_path)}", "rows": []}
+        result = {"status": "error", "error": f"exit code {running.handle.returncode}, no result; log tail: {_tail(log_path)}",
+                  "rows": []}
     result.setdefault("wall_s", wall)
     return result
 
@@ -172,8 +211,19 @@ def _on_sigterm(signum, frame):  # pragma: no cover  (exercised through a subpro
     raise RunInterrupted()
 
 
+def make_launcher(opts: RunOptions, run_dir: Path, units: list[Unit]) -> Any:
+    """The warm worker (default), nothing (cold start: fresh interpreters) or a submitit launcher."""
+    if opts.launcher != "process":
+        return SubmititLauncher(opts.launcher, run_dir.resolve(), opts.slurm)
+    if not opts.warm:
+        return None
+    return WarmWorker(sorted({_units_module(get_benchmark(u.benchmark)) for u in units} - {None}))
+
+
 def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
-    """Plan, run (resuming), summarise and report; returns the run directory."""
+    """Plan, run (resuming; up to ``opts.jobs`` units at a time), summarise and report;
+    returns the run directory. One line per finished unit, in completion order; the
+    summary is rebuilt as units finish; only this process writes it."""
     units = plan(opts)
     version = code_version()
     run_id = run_id_for(opts, version[2])
@@ -186,27 +236,46 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
         {"run_id": run_dir.name, "options": asdict(opts), "git_sha": version[0], "git_dirty": version[1]}, indent=1, default=str))
     done = {stem for stem, df in load_units(run_dir).items() if (df["status"] == "ok").all()}
     echo(f"run {run_dir.name}: {len(units)} units ({len(done & {u.stem for u in units})} already complete) -> {run_dir}")
+    devices = opts.devices if isinstance(opts.devices, int) else 1
+    threads = int(os.environ["ICLRBENCH_THREADS"]) if os.environ.get("ICLRBENCH_THREADS") else None
+    jobs = opts.jobs or (1 if opts.launcher == "process" else max(1, len(units) * devices))
+    here = opts.launcher == "process"
+    slots = Slots(jobs, devices, visible_gpus(opts.accelerator) if here else [], threads, share_cores=here)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    failed = 0
-    worker = WarmWorker(sorted({_units_module(get_benchmark(u.benchmark)) for u in units} - {None})) if opts.warm else None
+    failed, finished = 0, 0
+    pending = [u for u in units if u.stem not in done]
+    for unit in units:
+        if unit.stem in done:
+            finished += 1
+            echo(f"[{finished}/{len(units)}] {unit.benchmark}/{unit.name} seed {unit.seed}: complete, skipped")
+    running: list[Running] = []
+    launcher = make_launcher(opts, run_dir, pending) if pending else None
     try:
-        for i, unit in enumerate(units, 1):
-            label = f"[{i}/{len(units)}] {unit.benchmark}/{unit.name} seed {unit.seed}"
-            if unit.stem in done:
-                echo(f"{label}: complete, skipped")
-                continue
-            bench = get_benchmark(unit.benchmark)
-            timeout = opts.timeout_s or bench.timeout_s.get(opts.preset, 3600)
-            result = run_unit(unit, opts, run_dir, timeout, worker)
-            rows = rows_for(unit, result, opts, run_dir.name, version)
-            write_csv(run_dir / "units" / f"{unit.stem}.csv", rows)
-            write_summary(run_dir)
-            if result["status"] == "ok":
-                echo(f"{label}: ok in {result.get('wall_s', 0):.1f}s  {_headline(unit, rows)}")
-            else:
-                failed += 1
-                echo(f"{label}: ERROR in {result.get('wall_s', 0):.1f}s  {result.get('error', '')[:300]}")
+        while pending or running:
+            while pending and slots.can_take():
+                unit = pending.pop(0)
+                timeout = opts.timeout_s or get_benchmark(unit.benchmark).timeout_s.get(opts.preset, 3600)
+                running.append(start_unit(unit, opts, run_dir, timeout, launcher, slots.take(), echo=slots.capacity == 1))
+            ended = _wait_any(running)
+            for r in ended:
+                running.remove(r)
+                slots.give_back(r.slots)
+                result = collect_unit(r, opts, run_dir, timed_out=r.handle.returncode is None)
+                rows = rows_for(r.unit, result, opts, run_dir.name, version)
+                write_csv(run_dir / "units" / f"{r.unit.stem}.csv", rows)
+                write_summary(run_dir)
+                finished += 1
+                label = f"[{finished}/{len(units)}] {r.unit.benchmark}/{r.unit.name} seed {r.unit.seed}"
+                if result["status"] == "ok":
+                    echo(f"{label}: ok in {result.get('wall_s', 0):.1f}s  {_headline(r.unit, rows)}")
+                else:
+                    failed += 1
+                    echo(f"{label}: ERROR in {result.get('wall_s', 0):.1f}s  {result.get('error', '')[:300]}")
     except KeyboardInterrupt:
+        for r in running:  # Ctrl-C or SIGTERM: stop (or cancel) what is running; keep what finished
+            r.handle.kill()
+            if r.echo:
+                r.echo.close()
         write_summary(run_dir)
         raise RunInterrupted(f"interrupted; completed units are kept in {run_dir}; run the same command to resume") from None
     finally:
@@ -217,3 +286,16 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
     report = write_report(run_dir, summary)
     echo(f"done: {len(units) - failed} ok, {failed} failed. summary: {run_dir / 'summary.csv'}  report: {report}")
     return run_dir
+
+
+def _wait_any(running: list[Running], poll_s: float = 0.1) -> list[Running]:
+    """Block until at least one running unit has ended or run out of time; return those."""
+    while True:
+        if len(running) == 1:  # one at a time: block on it (no polling latency)
+            r = running[0]
+            r.handle.wait(max(0.0, r.timeout_s - (time.perf_counter() - r.started)))
+            return running[:]
+        ended = [r for r in running if r.handle.wait(0) or r.expired()]
+        if ended:
+            return ended
+        time.sleep(poll_s)

@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
+    os.environ.update(job.get("env", {}))  # this unit's share of the machine (threads, GPUs) under --jobs
     result_path = job_path.with_suffix(".result.json")
     try:
         result = execute(job)

@@ -56,7 +56,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
     trainer.fit(module, DataLoader(ctx.datamodule(), batch_size=16))
     x, y = ctx.datamodule().tensors
     mse = float(torch.nn.functional.mse_loss(module.net(x), y))
-    return [Measurement("score", -mse), Measurement("curve", -mse, step=1.0)]
+    return [Measurement("score", -mse), Measurement("curve", -mse, step=1.0), Measurement("threads", torch.get_num_threads())]
 
 
 @register_benchmark
@@ -70,7 +70,8 @@ def toy() -> Benchmark:
         datasets={"synthetic": data},
         defaults={"lr": 0.05, "steps": 8},
         presets={"smoke": {"steps": 4}},
-        metrics=[Metric("score", True, primary=True), Metric("curve", True, curve=True)],
+        metrics=[Metric("score", True, primary=True), Metric("curve", True, curve=True),
+                 Metric("threads", True, kind="info", description="torch threads the unit ran with")],
         run=run,
         verdict=primary_vs_baseline("method", "baseline", "score"),
         paper_numbers=[PaperNumber("method", "synthetic", "score", 0.0, "nowhere", scope="target")],
