@@ -14,19 +14,9 @@ from benchmarks.cli import main
 from benchmarks.compare import compare, render
 from benchmarks.registry import get_benchmark, list_benchmarks
 from benchmarks.results import SCHEMA, BadResultsError, read_results, read_rows, write_csv
+from tests.support import ROOT, rows
 
-ROOT = Path(__file__).resolve().parent.parent
 NAN = float("nan")
-
-
-def rows(**over) -> pd.DataFrame:
-    base = dict(run_id="r", benchmark="toy", variant="method", role="method", dataset="synthetic", preset="smoke",
-                seed=0, metric="score", value=0.9, higher_is_better=True, step=None, status="ok", error="",
-                wall_s=1.0, peak_mem_mb=1.0, accelerator="cpu", devices=1, strategy="auto", precision="32-true",
-                device_name="cpu x2", torch="2", lightning="2", git_sha="x", git_dirty=False, config_hash="h",
-                timestamp="t")
-    base.update(over)
-    return pd.DataFrame([base], columns=SCHEMA)
 
 
 def failed(variant: str = "method", seed: int = 0, error: str = "RuntimeError: planted failure") -> pd.DataFrame:

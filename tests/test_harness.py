@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,30 +16,7 @@ from benchmarks.compare import compare
 from benchmarks.registry import Benchmark, Metric, PaperRef, UnknownNameError, Variant, get_benchmark, list_benchmarks
 from benchmarks.results import SCHEMA, BadResultsError, read_results, read_rows, write_csv
 from benchmarks.verdict import primary_vs_baseline
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture()
-def toy_env(monkeypatch):
-    monkeypatch.setenv("ICLRBENCH_PLUGINS", "tests.toy_spec")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    return {**os.environ}
-
-
-def cli(args: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def rows(**over) -> pd.DataFrame:
-    base = dict(run_id="r", benchmark="toy", variant="method", role="method", dataset="synthetic", preset="smoke",
-                seed=0, metric="score", value=0.9, higher_is_better=True, step=None, status="ok", error="",
-                wall_s=1.0, peak_mem_mb=1.0, accelerator="cpu", devices=1, strategy="auto", precision="32-true",
-                device_name="cpu x2", torch="2", lightning="2", git_sha="x", git_dirty=False, config_hash="h",
-                timestamp="t")
-    base.update(over)
-    return pd.DataFrame([base], columns=SCHEMA)
+from tests.support import ROOT, cli, rows
 
 
 # ------------------------------------------------------------------------------ registry

@@ -34,7 +34,6 @@ from lit_modules.pmi_masking import (
     pmi_word_units,
     replace_units,
     span_units,
-    vocabulary_set,
 )
 
 MASK_ID, V = 4, 1000

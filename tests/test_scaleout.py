@@ -8,28 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from benchmarks.launch import Slots, visible_gpus
 from benchmarks.results import read_rows
+from tests.support import ROOT, cli
 
-ROOT = Path(__file__).resolve().parent.parent
 TOY = ["run", "toy", "--preset", "smoke", "--quiet"]
-
-
-@pytest.fixture()
-def toy_env(monkeypatch):
-    monkeypatch.setenv("ICLRBENCH_PLUGINS", "tests.toy_spec")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("ICLRBENCH_THREADS", raising=False)
-    return {**os.environ}
-
-
-def cli(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def finished_order(stdout: str) -> list[str]:
