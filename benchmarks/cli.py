@@ -152,11 +152,12 @@ def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key:
             raise CliError(f"--slurm-extra expects KEY=VALUE; got {item!r}")
         extra[key.strip()] = value
-    return {
+    params = {
         "slurm_partition": args.slurm_partition, "gpus_per_node": gpus, "mem_gb": args.slurm_mem_gb,
         "cpus_per_task": args.slurm_cpus_per_unit or args.threads, "timeout_min": args.slurm_time_min,
         "slurm_setup": args.slurm_setup or None, "slurm_additional_parameters": extra or None,
     }
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -170,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision, out=args.out, overrides=run_overrides(args, names), variants=args.variants,
         extras=not args.no_extras, fresh=args.fresh, timeout_s=args.timeout, quiet=args.quiet,
-        logger=args.logger, cold_start=args.cold_start, jobs=args.jobs, launcher=args.launcher, slurm=slurm_parameters(args),
+        logger=args.logger, cold_start=args.cold_start, jobs=args.jobs, launcher=args.launcher,
+        slurm=slurm_parameters(args) if args.launcher != "process" else {},
     )
     if args.threads is not None:
         if args.threads < 1:
