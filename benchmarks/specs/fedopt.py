@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
 from benchmarks.verdict import band, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -142,23 +142,10 @@ def fedopt() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"lr_grid": lazy(f"{UNITS}:lr_grid")},
         verdict=claim_verdict,
-        paper_numbers=[
-            # Table 2 of arXiv 2003.00295 (validation accuracy averaged over the last 100 rounds). All context:
-            # the paper's EMNIST CR uses the natural per-writer split and its CIFAR-100 the Pachinko split, ours
-            # Dirichlet splits; and our `full` preset is sized like EMNIST CR (1,500 rounds, 3,400 clients), not
-            # like the paper's CIFAR-100 runs. UNVERIFIED: these values come from an offline transcription and
-            # no readable copy of Table 2 (nor a README restating it) was found in issue 18's check; its review
-            # suspects the EMNIST FedYogi and FedAvg values, and FedAdagrad's CIFAR-100 value is missing because
-            # it could not be read anywhere. Check them against the PDF before relying on them.
-            PaperNumber(v, ds, "acc", value,
-                        f"arXiv 2003.00295 Table 2, row {label}, column {v} (UNVERIFIED transcription); context: {why}",
-                        scope="context")
-            for ds, label, why, row in (
-                ("emnist", "EMNIST CR", "the paper's natural writer split, ours Dirichlet",
-                 {"fedadagrad": 0.851, "fedadam": 0.856, "fedyogi": 0.858, "fedavgm": 0.856, "fedavg": 0.849}),
-                ("cifar100", "CIFAR-100", "the paper's Pachinko split, ours Dirichlet; our full preset is sized for EMNIST",
-                 {"fedadam": 0.525, "fedyogi": 0.524, "fedavgm": 0.524, "fedavg": 0.447}),
-            )
-            for v, value in row.items()
-        ],
+        # No paper numbers: Table 2 of arXiv 2003.00295 (validation accuracy over the last 100 rounds) could not
+        # be read from any stored copy, and the one restatement found disagrees with the transcription this
+        # spec used to carry (which columns hold CIFAR-100's 52.5 / 52.4), so those rows were removed (issue 18).
+        # When they come back they are context: the paper's EMNIST CR uses the natural per-writer split and its
+        # CIFAR-100 the Pachinko split, ours Dirichlet splits.
+        paper_numbers=[],
     )

@@ -155,14 +155,11 @@ def score_sde() -> Benchmark:
                         "subvp/cifar10_ddpm_continuous, FID (ODE))", scope="target"),
             # Table 1 (samplers compared on one VP (DDPM) model): our baseline runs ancestral sampling with 2x the
             # steps of vp_pc (equal score evaluations), i.e. the P2000 row, not P1000; issue 18's review gives
-            # 3.24 for both. 3.24 is also the README's FID for checkpoint vp/cifar10_ddpm. Table 1 itself could
-            # not be read from a stored copy, nor could vp_pc's PC1000 3.18: both kept, marked unverified.
+            # 3.24 for both. 3.24 is also the README's FID for checkpoint vp/cifar10_ddpm (kept on that basis).
+            # vp_pc's PC1000 value could not be read from any stored copy of Table 1, so it is not transcribed.
             PaperNumber("ddpm_ancestral", "cifar10", "fid_inception", 3.24,
                         "arXiv 2011.13456 Table 1, VP (DDPM) column, ancestral sampling P2000 (equal NFE with "
-                        "PC1000); 3.24 = README FID of vp/cifar10_ddpm; Table 1 itself not re-read", scope="target"),
-            PaperNumber("vp_pc", "cifar10", "fid_inception", 3.18,
-                        "arXiv 2011.13456 Table 1, VP (DDPM) column, reverse diffusion + Langevin PC1000 "
-                        "(unverified: no readable copy of Table 1 found)", scope="target"),
+                        "PC1000), as the README's FID of checkpoint vp/cifar10_ddpm", scope="target"),
             # The headlines, from deeper models than ours: context.
             PaperNumber("ve_pc", "cifar10", "fid_inception", 2.20,
                         "arXiv 2011.13456 Table 3, row NCSN++ cont. (deep, VE) (README: ve/cifar10_ncsnpp_deep_continuous); "
