@@ -10,11 +10,17 @@ Any LightningModule / LightningDataModule importable by class path works
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 
 def main(argv: list[str]) -> None:
+    from benchmarks.unit import KNOWN_WARNINGS
+
+    for pattern in KNOWN_WARNINGS:  # the library deprecations the harness filters; Lightning's info lines stay
+        warnings.filterwarnings("ignore", message=pattern)
     LightningCLI(
         L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
         args=["fit", *argv], save_config_kwargs={"overwrite": True},

@@ -135,6 +135,8 @@ KNOWN_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     # in-memory tensor datasets: worker processes would only add start-up time
     r".*does not have many workers which may be a bottleneck",
+    # the logging interval counts steps across epochs, so one-batch epochs (a 10 % data fraction) still log
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
     # fits that time training steps alone (harness overhead) skip validation on purpose
     r"You defined a `validation_step` but have no `val_dataloader`\. Skipping val loop\.",
 )

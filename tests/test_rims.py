@@ -293,3 +293,18 @@ def test_rims_smoke_unit_reports_the_declared_metrics(tmp_path):
     per_position = pd.DataFrame(activity).groupby("step")["value"].sum()
     assert np.allclose(per_position, 2)  # smoke: k = 2 of 4 units active at every position
     assert list(tmp_path.glob("unit_activity_rims_seed0.png"))
+
+
+def test_the_rim_model_trains_through_lightning_cli(tmp_path):
+    from benchmarks.cli import main
+
+    code = main(["fit", "--model", "lit_modules.rims.RecurrentModel", "--data",
+                 "datamodules.digit_sequences.DigitSequenceDataModule", "--model.hidden_size", "8", "--trainer.max_steps", "3",
+                 "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+                 "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+                 "--trainer.log_every_n_steps", "1", "--trainer.enable_checkpointing", "false",
+                 "--trainer.default_root_dir", str(tmp_path)])
+    assert code == 0
+    (metrics,) = tmp_path.glob("lightning_logs/version_*/metrics.csv")
+    losses = pd.read_csv(metrics).filter(like="loss").iloc[:, 0].dropna()
+    assert len(losses) >= 3 and losses.map(math.isfinite).all()

@@ -74,7 +74,8 @@ def _plot_activity(path, maps: dict[int, torch.Tensor], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(maps), 1, figsize=(8, 1.4 + 1.1 * len(maps)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(len(maps), 1, figsize=(8, 1.4 + 1.1 * len(maps)), dpi=100, squeeze=False,
+                             layout="constrained")
     for ax, (side, act) in zip(axes[:, 0], maps.items()):
         im = ax.imshow(act.T.numpy(), aspect="auto", vmin=0, vmax=1, cmap="Greys", interpolation="nearest")
         ax.set_ylabel("unit")
