@@ -88,34 +88,61 @@ def paper_context_note(bench: Benchmark | None) -> list[str]:
     return lines + [""]
 
 
+def _draw_curves(ax, sub: pd.DataFrame, m, title: str) -> None:
+    """Mean over seeds per variant against ``step``, ± std shaded, on one axes."""
+    for variant, vsub in sub.groupby("variant", sort=True):
+        g = vsub.groupby("step")["value"].agg(["mean", "std", "count"]).sort_index()
+        x = g.index.to_numpy(dtype=float)
+        line = ax.plot(x, g["mean"], marker="o", ms=3, label=f"{variant} (n={int(g['count'].max())})")[0]
+        if (g["count"] > 1).any():
+            ax.fill_between(x, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.2, color=line.get_color())
+    if m and m.logx:
+        ax.set_xscale("log")
+    xs = sorted(sub["step"].astype(float).unique())
+    if len(xs) <= 8:  # few points: label exactly those, in plain numbers
+        ax.set_xticks(xs, [fmt(x) for x in xs])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if m and m.logy:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+
+
 def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> list[Path]:
-    """One PNG per curve metric: mean over seeds per variant, ± std shaded."""
+    """One PNG per curve metric: mean over seeds per variant, ± std shaded. Qualified curves of one
+    metric (``unit_activity@unit=0``, ``@unit=1`` ...) share one figure, a panel per qualifier."""
     curves = df[df["step"].notna()]
     paths = []
-    for metric, sub in curves.groupby("metric", sort=True):
-        m = bench.metric(metric) if bench else None
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-        for variant, vsub in sub.groupby("variant", sort=True):
-            g = vsub.groupby("step")["value"].agg(["mean", "std", "count"]).sort_index()
-            x = g.index.to_numpy(dtype=float)
-            line = ax.plot(x, g["mean"], marker="o", ms=3, label=f"{variant} (n={int(g['count'].max())})")[0]
-            if (g["count"] > 1).any():
-                ax.fill_between(x, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.2, color=line.get_color())
-        ax.set_xlabel(m.x_label if m else "step")
-        ax.set_ylabel(metric + (" (higher is better)" if m and m.higher_is_better else " (lower is better)" if m else ""))
-        if m and m.logx:
-            ax.set_xscale("log")
-        xs = sorted(sub["step"].astype(float).unique())
-        if len(xs) <= 8:  # few points: label exactly those, in plain numbers
-            ax.set_xticks(xs, [fmt(x) for x in xs])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if m and m.logy:
-            ax.set_yscale("log")
-        ax.set_title(f"{sub['benchmark'].iloc[0]}: {metric}" + (f"\n{m.description}" if m and m.description else ""), fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = plots_dir / f"{sub['benchmark'].iloc[0]}_{metric.replace('@', '_at_').replace('/', '_')}.png"
+    for base, sub in curves.groupby(curves["metric"].str.split("@", n=1).str[0], sort=True):
+        m = bench.metric(base) if bench else None
+        metrics = sorted(sub["metric"].unique())
+        name = sub["benchmark"].iloc[0]
+        ylabel = base + (" (higher is better)" if m and m.higher_is_better else " (lower is better)" if m else "")
+        heading = f"{name}: {base}" + (f"\n{m.description}" if m and m.description else "")
+        if len(metrics) == 1:
+            fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+            _draw_curves(ax, sub, m, f"{name}: {metrics[0]}" + (f"\n{m.description}" if m and m.description else ""))
+            ax.set_xlabel(m.x_label if m else "step")
+            ax.set_ylabel(metrics[0] + ylabel[len(base):])
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            stem = metrics[0]
+        else:
+            ncols = min(3, len(metrics))
+            nrows = -(-len(metrics) // ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows + 0.6), dpi=110, squeeze=False,
+                                     sharey=True, layout="constrained")
+            for ax, metric in zip(axes.flat, metrics):
+                _draw_curves(ax, sub[sub["metric"] == metric], m, metric.split("@", 1)[1])
+                ax.set_xlabel(m.x_label if m else "step", fontsize=8)
+            for ax in axes.flat[len(metrics):]:
+                ax.set_visible(False)
+            for ax in axes[:, 0]:
+                ax.set_ylabel(ylabel, fontsize=8)
+            axes.flat[0].legend(fontsize=7)
+            fig.suptitle(heading, fontsize=9)
+            stem = base
+        path = plots_dir / f"{name}_{stem.replace('@', '_at_').replace('/', '_')}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
         plt.close(fig)
