@@ -133,7 +133,7 @@ def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> l
             fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows + 0.6), dpi=110, squeeze=False,
                                      sharey=True, layout="constrained")
             for ax, metric in zip(axes.flat, metrics):
-                _draw_curves(ax, sub[sub["metric"] == metric], m, metric.split("@", 1)[1])
+                _draw_curves(ax, sub[sub["metric"] == metric], m, metric.partition("@")[2] or metric)
                 ax.set_xlabel(m.x_label if m else "step", fontsize=8)
             for ax in axes.flat[len(metrics):]:
                 ax.set_visible(False)

@@ -309,3 +309,15 @@ def test_fid_weights_flag_is_a_scoped_override_of_score_sde():
 
     assert overrides_for(get_benchmark("score_sde"), {"score_sde.fid_weights": "/w/i.pth"}, ["score_sde"]) == {"fid_weights": "/w/i.pth"}
     assert main(["run", "vit", "--fid-weights", "/w/inception.pth"]) == 2
+
+
+def test_qualified_curves_of_one_metric_share_one_figure(tmp_path):
+    from benchmarks.report import plot_curves
+
+    family = pd.concat([rows(metric=f"curve@unit={u}", step=float(s), value=float(u + s), seed=seed)
+                        for u in range(4) for s in range(3) for seed in (0, 1)])
+    assert [p.name for p in plot_curves(None, family, tmp_path / "a")] == ["toy_curve.png"]
+    with_plain = pd.concat([family, *(rows(metric="curve", step=float(s), value=float(s)) for s in range(3))])
+    assert [p.name for p in plot_curves(None, with_plain, tmp_path / "b")] == ["toy_curve.png"]
+    single = pd.concat([rows(metric="curve@unit=0", step=float(s), value=float(s)) for s in range(3)])
+    assert [p.name for p in plot_curves(None, single, tmp_path / "c")] == ["toy_curve_at_unit=0.png"]
