@@ -54,16 +54,39 @@ def die_with_parent(expected_parent: int | None = None) -> None:
 
 
 def end_group_with(pid: int) -> None:
-    """SIGKILL this process group when process ``pid`` exits (a daemon thread polls a pidfd)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # pragma: no cover  (not Linux >= 5.3, or already gone)
+    """SIGKILL this process group when process ``pid`` exits: a daemon thread waits on a pidfd
+    (Linux >= 5.3), or else checks every second that ``pid`` still exists."""
+
+    def end() -> None:
         os.killpg(0, signal.SIGKILL)
-        return
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already gone
+            end()
+            return
+        except OSError:  # pragma: no cover  (a kernel without pidfds)
+            pidfd = None
+    else:  # pragma: no cover  (not Linux)
+        pidfd = None
 
     def wait() -> None:
-        select.select([pidfd], [], [])
-        os.killpg(0, signal.SIGKILL)
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while alive():
+                time.sleep(1.0)
+        end()
 
     threading.Thread(target=wait, name="iclrbench-runner-watch", daemon=True).start()
 
