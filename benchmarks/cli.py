@@ -40,6 +40,8 @@ def _devices(value: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.plan import LAUNCHERS, LOGGERS
+
     p = argparse.ArgumentParser(prog="iclrbench", description="ICLR 2021 papers vs their baselines, side by side.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -66,14 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="results/runs")
     r.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     r.add_argument("--quiet", action="store_true", help="hide the units' own output (progress bars)")
-    r.add_argument("--logger", default="auto", choices=("auto", "csv", "tensorboard", "none"),
+    r.add_argument("--logger", default="auto", choices=LOGGERS,
                    help="training curves under <run>/logs/: auto = CSV, plus TensorBoard when installed")
     r.add_argument("--cold-start", action="store_true",
                    help="start every unit in a fresh interpreter instead of forking it from a warm worker")
     r.add_argument("--jobs", type=int, default=0,
                    help="units at a time, each its own process: one GPU each when there are GPUs, else a share of "
                         "the cores (default: 1 with --launcher process, all at once with slurm / submitit-local)")
-    r.add_argument("--launcher", default="process", help="process (this machine) | slurm | submitit-local (submitit)")
+    r.add_argument("--launcher", default="process", choices=LAUNCHERS,
+                   help="process (this machine) | slurm | submitit-local (submitit)")
     s = r.add_argument_group("SLURM (--launcher slurm, through submitit)")
     s.add_argument("--slurm-partition", default=None)
     s.add_argument("--slurm-gpus-per-unit", type=int, default=None, help="default: --devices with --accelerator gpu, else none")

@@ -21,6 +21,7 @@ waits on a pidfd of the runner in a daemon thread. Output goes to the unit's log
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import multiprocessing
@@ -91,10 +92,6 @@ def end_group_with(pid: int) -> None:
     threading.Thread(target=wait, name="iclrbench-runner-watch", daemon=True).start()
 
 
-def _cold_preexec() -> None:
-    die_with_parent()
-
-
 def _warm_entry(job_path: str, log_path: str, env: dict[str, str], runner_pid: int) -> None:
     """Runs in the process forked from the warm worker: become a unit like a cold one."""
     os.setsid()
@@ -140,7 +137,8 @@ class UnitProcess:
             with open(log_path, "ab") as log:
                 self._popen = subprocess.Popen(
                     [sys.executable, "-m", "benchmarks.unit", str(job_path)], cwd=REPO_ROOT, env=env, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_cold_preexec,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=functools.partial(die_with_parent, os.getpid()),
                 )
             self.pid = self._popen.pid
             self._proc = None
@@ -266,7 +264,7 @@ class SubmititJob:
     """A unit submitted as a job (or re-attached to one): the :class:`UnitProcess` interface."""
 
     def __init__(self, job: Any, alive: Callable[[], bool]) -> None:
-        self.job, self._alive, self.pid = job, alive, None
+        self.job, self._alive = job, alive
 
     def wait(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout

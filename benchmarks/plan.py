@@ -96,6 +96,7 @@ def overrides_for(bench: Benchmark, overrides: dict[str, Any], names: list[str])
 def plan(opts: RunOptions) -> list[Unit]:
     lookup("preset", {p: p for p in PRESETS}, opts.preset)
     lookup("launcher", {x: x for x in LAUNCHERS}, opts.launcher)
+    lookup("logger", {x: x for x in LOGGERS}, opts.logger)
     if opts.jobs < 0:
         raise ValueError(f"--jobs must be at least 1 (or 0: one here, all at once with submitit); got {opts.jobs}")
     units: list[Unit] = []

@@ -28,7 +28,7 @@ import pandas as pd
 from benchmarks.errors import RunInterrupted
 from benchmarks.launch import Echo, Slots, SubmititLauncher, UnitProcess, WarmWorker, visible_gpus
 from benchmarks.plan import (  # noqa: F401  (re-exported: the runner's public names)
-    DEFAULT_SEEDS, LOGGERS, NOT_IN_RUN_ID, RunOptions, Unit, overrides_for, plan, resolve_seeds, run_id_for, stable_hash,
+    DEFAULT_SEEDS, NOT_IN_RUN_ID, RunOptions, Unit, overrides_for, plan, resolve_seeds, run_id_for, stable_hash,
 )
 from benchmarks.registry import Benchmark, get_benchmark
 from benchmarks.results import SCHEMA, atomic_write_text, concat_rows, read_rows, write_csv

@@ -185,6 +185,11 @@ def test_one_module_trains_through_lightning_cli(tmp_path):
 
     code = main(["fit", "--model", "lit_modules.vit.ImageClassifier", "--data", "datamodules.images.ImageDataModule",
                  "--model.embed_dim", "16", "--model.depth", "1", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
-                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-                 "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
+                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+                 "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+                 "--trainer.log_every_n_steps", "1", "--trainer.enable_checkpointing", "false",
+                 "--trainer.default_root_dir", str(tmp_path)])
     assert code == 0
+    (metrics,) = tmp_path.glob("lightning_logs/version_*/metrics.csv")
+    losses = pd.read_csv(metrics)["train/loss"].dropna()
+    assert len(losses) == 2 and losses.map(math.isfinite).all()  # two steps trained and logged
