@@ -1,4 +1,4 @@
-"""2-D Gaussian mixtures with known densities, and their exact scores under a linear SDE.
+"""Gaussian mixtures with known densities, and their exact scores under a linear SDE.
 
 A procedural dataset (nothing to download): ``GaussianMixture`` holds weights pi_k, means
 mu_k and covariances Sigma_k, samples from the mixture and evaluates its log-density. Under
@@ -6,6 +6,9 @@ any SDE whose perturbation kernel is N(alpha_t x, std_t^2 I) (VE, VP, sub-VP), t
 p_t is again a mixture, of N(alpha_t mu_k, alpha_t^2 Sigma_k + std_t^2 I), so its score is
 known in closed form; ``score_fn(sde)`` returns it, to test samplers and likelihoods without
 a learned network. ``MixtureDataModule`` serves samples for training a 2-D score model.
+``IsotropicMixture`` is the same for many components of one width in any dimension: a
+mixture of narrow Gaussians (``narrow_mixture``) or a data set smoothed by Gaussian noise
+(its images as the means), whose exact score tells a wrong sampler from a weak network.
 """
 
 from __future__ import annotations
@@ -96,6 +99,83 @@ class GaussianMixture:
             return self.score(x.reshape(x.shape[0], -1), alpha, std).reshape(x.shape)
 
         return fn
+
+
+class IsotropicMixture:
+    """(1/K) sum_k N(mu_k, w^2 I) in R^D, means (K, D), one width w; scores in closed form.
+
+    Under a kernel N(alpha_t x, std_t^2 I) the marginal is (1/K) sum_k N(alpha_t mu_k, v_t I)
+    with v_t = alpha_t^2 w^2 + std_t^2, so grad log p_t(x) = (alpha_t sum_k r_k mu_k - x) / v_t,
+    r_k the responsibilities (a softmax of -||x - alpha_t mu_k||^2 / (2 v_t)).
+    """
+
+    def __init__(self, means: torch.Tensor, width: float) -> None:
+        if means.dim() != 2 or len(means) < 1:
+            raise ValueError(f"means must be (K, D) with K >= 1; got shape {tuple(means.shape)}")
+        if not width > 0:
+            raise ValueError(f"width must be > 0; got {width}")
+        self.means, self.width = means.double(), float(width)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, D) float32 samples."""
+        k = torch.randint(len(self.means), (n,), generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.means[k] + self.width * z).float()
+
+    def _sq_dist(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """||x_b - alpha_b mu_k||^2, (B, K), by matrix products (B x K x D, no (B, K, D) tensor)."""
+        mu = self.means.to(x.dtype)
+        a = alpha.to(x.dtype)[:, None]
+        return (x**2).sum(1, keepdim=True) - 2 * a * (x @ mu.T) + a**2 * (mu**2).sum(1)[None]
+
+    def score(self, x: torch.Tensor, alpha: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """grad_x log p_t(x) for x (B, D) and per-example alpha, std (B,)."""
+        v = (alpha.to(x.dtype) ** 2 * self.width**2 + std.to(x.dtype) ** 2)[:, None]
+        r = torch.softmax(-self._sq_dist(x, alpha) / (2 * v), dim=1)  # (B, K)
+        return (alpha.to(x.dtype)[:, None] * (r @ self.means.to(x.dtype)) - x) / v
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) per row (B,)."""
+        x = x.double()
+        ones = torch.ones(len(x), dtype=torch.float64)
+        K, D, w2 = len(self.means), self.dim, self.width**2
+        return (torch.logsumexp(-self._sq_dist(x, ones) / (2 * w2), dim=1) - math.log(K)
+                - D / 2 * math.log(2 * math.pi * w2))
+
+    def nearest_distance(self, x: torch.Tensor) -> torch.Tensor:
+        """Distance of each row of x (B, D) to its nearest component mean, (B,)."""
+        ones = torch.ones(len(x), dtype=torch.float64)
+        return self._sq_dist(x.double(), ones).min(1).values.clamp(min=0).sqrt()
+
+    def width_ratio(self, x: torch.Tensor) -> float:
+        """RMS nearest-component distance over w sqrt(D): 1 for exact samples of well-separated
+        components, below 1 for samples collapsed onto the means, above 1 for blurred ones."""
+        d = self.nearest_distance(x.reshape(len(x), -1))
+        return float(d.pow(2).mean().sqrt() / (self.width * math.sqrt(self.dim)))
+
+    def score_fn(self, sde):
+        """The exact score of the SDE's marginal for data from this mixture (x (B, *D)); as
+        :meth:`GaussianMixture.score_fn`, VE's kernel variance is sigma(t)^2 - sigma_min^2."""
+        from lit_modules.score_sde import VESDE
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            alpha, std = sde.marginal_coeffs(t)
+            if isinstance(sde, VESDE):
+                std = torch.sqrt(torch.clamp(std**2 - sde.sigma_min**2, min=0.0))
+            return self.score(x.reshape(x.shape[0], -1), alpha, std).reshape(x.shape)
+
+        return fn
+
+
+def narrow_mixture(dim: int = 16, k: int = 40, width: float = 0.05, seed: int = 0) -> IsotropicMixture:
+    """k narrow components in [-1, 1]^dim (means uniform, seeded): far apart (about
+    sqrt(2 dim / 3) = 3.3 for dim 16) against their width, like images against pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    return IsotropicMixture(torch.rand(k, dim, generator=g, dtype=torch.float64) * 2 - 1, width)
 
 
 def make_mixture(name: str = "eight_gaussians") -> GaussianMixture:

@@ -12,10 +12,10 @@ from scipy import integrate
 
 from benchmarks.specs.score_sde import claim_verdict, score_sde
 from benchmarks.units import score_sde as unit  # what a unit runs: data, FID choke point, caches
-from datamodules.mixtures import GaussianMixture, MixtureDataModule, make_mixture
+from datamodules.mixtures import GaussianMixture, IsotropicMixture, MixtureDataModule, make_mixture, narrow_mixture
 from lit_modules.score_sde import (
-    SubVPSDE, VESDE, VPSDE, bits_per_dim, ddpm_ancestral, dsm_loss, ema_with_warmup, make_sde, ode_likelihood,
-    ode_sampler, pc_sampler,
+    SubVPSDE, VESDE, VPSDE, bits_per_dim, ddpm_ancestral, dequantize, dsm_loss, ema_with_warmup, make_sde,
+    ode_likelihood, ode_sampler, pc_sampler, reverse_diffusion_predictor,
 )
 
 GAUSS = make_mixture("gaussian")  # N((0.5, -0.25), [[0.3, 0.1], [0.1, 0.2]])
@@ -105,17 +105,107 @@ def test_dsm_loss_equals_its_closed_form_at_the_exact_score():
     assert zero == pytest.approx(D, rel=0.01)  # with s = 0 the loss is E||z||^2 = D
 
 
-def test_bits_per_dim_of_a_uniform_density_is_log2_of_the_levels():
+def test_bits_per_dim_of_a_uniform_density_over_the_bins_is_log2_of_the_levels():
     D = 12
-    logp = torch.full((3,), -D * math.log(2.0))  # uniform on [-1, 1]^D
-    torch.testing.assert_close(bits_per_dim(logp, D, 256), torch.full((3,), 8.0))
-    torch.testing.assert_close(bits_per_dim(logp, D, 17), torch.full((3,), math.log2(17)))
+    for n in (256, 17):
+        width = 2 + 2 / (n - 1)  # n bins of width 2 / (n - 1) centred on the grid of [-1, 1]
+        logp = torch.full((3,), -D * math.log(width))
+        torch.testing.assert_close(bits_per_dim(logp, D, n), torch.full((3,), math.log2(n)))
+
+
+def test_dequantisation_bins_are_centred_on_the_training_grid():
+    n = 17
+    x01 = torch.arange(n).float().repeat(2000) / (n - 1)
+    y = dequantize(x01, n)
+    assert ((y - x01).abs() <= 0.5 / (n - 1) + 1e-6).all()  # each value stays in its own bin
+    torch.testing.assert_close((y - x01).mean(), torch.tensor(0.0), atol=2e-3, rtol=0)  # centred, not shifted
+    with pytest.raises(ValueError, match="n_bins must be >= 2"):
+        dequantize(x01, 1)
 
 
 def test_ema_warmup_follows_the_reference_schedule():
     ema, cur = [torch.zeros(3)], [torch.ones(3)]
     ema_with_warmup(0.999)(ema, cur, torch.tensor(1))
     torch.testing.assert_close(ema[0], torch.full((3,), 1 - 2 / 11))  # decay = min(0.999, 2/11)
+
+
+# ----------------------------------------------------------------- few-step VP grid
+@pytest.mark.parametrize("N", [10, 50, 1000])
+def test_grid_betas_reproduce_the_marginal_at_every_grid_time(N):
+    sde = VPSDE(N=N)
+    t = torch.linspace(sde.eps, 1.0, N, dtype=torch.float64)
+    abar = torch.exp(2 * sde.log_mean_coeff(t))
+    torch.testing.assert_close(sde.alphas_cumprod.double(), abar, rtol=1e-5, atol=1e-7)
+    assert sde.discrete_betas[0].item() == pytest.approx(1 - abar[0].item(), rel=1e-4)  # the last step: eps -> 0
+
+
+def test_the_reference_betas_at_50_steps_remove_18x_the_noise_left_at_eps():
+    old, new = VPSDE(N=50, discretization="ddpm"), VPSDE(N=50)
+    left = 1 - math.exp(2 * new.log_mean_coeff(torch.tensor(new.eps)).item())  # noise variance at t = eps
+    assert old.discrete_betas[0].item() / left == pytest.approx(18.2, rel=0.02)
+    assert new.discrete_betas[0].item() / left == pytest.approx(1.0, rel=1e-3)
+    assert VPSDE(N=1000, discretization="ddpm").discrete_betas[0].item() / left == pytest.approx(0.91, rel=0.01)  # N ~ 1/eps
+
+
+def test_grid_points_map_to_their_index_beyond_n_1000():
+    sde = VPSDE(N=2000)  # the reference's floor(t (N - 1)) puts t_0 = eps at index 1 here
+    torch.testing.assert_close(sde.timestep(sde.time_grid()), torch.arange(1999, -1, -1))
+
+
+NARROW = narrow_mixture()  # 40 Gaussians of width 0.05 in [-1, 1]^16
+
+
+def _width_ratio(name, N, predictor, corrector, discretization="grid"):
+    sde = make_sde(name, sigma_max=10.0, N=N, discretization=discretization)
+    x, _ = pc_sampler(sde, NARROW.score_fn(sde), (1000, 16), predictor, corrector)
+    return NARROW.width_ratio(x)
+
+
+def test_exact_samples_of_the_narrow_mixture_have_width_ratio_one():
+    assert NARROW.width_ratio(NARROW.sample(4000)) == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.parametrize("name,N,predictor,corrector", [
+    ("ve", 50, "reverse_diffusion", "langevin"), ("ve", 100, "reverse_diffusion", "none"),
+])
+def test_few_step_ve_sampling_with_the_exact_score_lands_on_the_width(name, N, predictor, corrector):
+    assert _width_ratio(name, N, predictor, corrector) == pytest.approx(1.0, abs=0.06)
+
+
+def test_few_step_vp_pc_with_grid_betas_stays_within_twice_the_width_and_the_old_betas_collapse():
+    """VP PC50 with the exact score: 1.7x the width on the grid (its linear time grid is coarse near t = 0),
+    0.47x with the reference's betas, whose last step removes 18x the noise left at eps."""
+    assert 1.0 < _width_ratio("vp", 50, "reverse_diffusion", "langevin") < 2.0
+    assert _width_ratio("vp", 50, "reverse_diffusion", "langevin", "ddpm") < 0.6
+
+
+def test_vp_ancestral_converges_to_the_width_and_the_posterior_variance_collapses():
+    """sigma^2 = beta (the reference) reaches the width at N = 1000; beta~ stays below it (it drops
+    the spread of x0 given x_t), which is why the benchmark keeps beta."""
+    assert _width_ratio("vp", 1000, "ancestral", "none") == pytest.approx(1.0, abs=0.04)
+    assert _width_ratio("vp", 1000, "ancestral_posterior", "none") < 0.95
+
+
+def test_ode_sampler_ends_with_one_denoising_step_at_eps():
+    sde = VPSDE(N=50)
+    score = NARROW.score_fn(sde)
+    z = torch.randn(200, 16)
+    raw, nfe_raw = ode_sampler(sde, score, (200, 16), rtol=1e-3, atol=1e-3, z=z, denoise=False)
+    done, nfe = ode_sampler(sde, score, (200, 16), rtol=1e-3, atol=1e-3, z=z)
+    assert nfe == nfe_raw + 1
+    expected = reverse_diffusion_predictor(sde, score, raw, torch.full((200,), sde.eps))[1]
+    torch.testing.assert_close(done, expected)
+    assert NARROW.width_ratio(done) == pytest.approx(1.0, abs=0.05)
+
+
+def test_isotropic_mixture_score_is_the_gradient_of_its_log_density():
+    mix = IsotropicMixture(torch.randn(5, 3, dtype=torch.float64), 0.4)
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    grad = torch.autograd.grad(mix.log_prob(x).sum(), x)[0]
+    ones, zeros = torch.ones(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
+    torch.testing.assert_close(mix.score(x.detach(), ones, zeros), grad)
+    with pytest.raises(ValueError, match="width must be > 0"):
+        IsotropicMixture(torch.zeros(2, 2), 0.0)
 
 
 # ------------------------------------------------------------- exact-score samplers
@@ -244,7 +334,13 @@ def test_samplers_refuse_sdes_they_are_not_defined_for():
     with pytest.raises(ValueError, match="needs a VPSDE"):
         ddpm_ancestral(VESDE(N=30), GAUSS.score_fn(VESDE()), (4, 2))
     with pytest.raises(ValueError, match="needs N > beta_max"):
-        pc_sampler(VPSDE(N=10), GAUSS.score_fn(VPSDE()), (4, 2))
+        pc_sampler(VPSDE(N=10, discretization="ddpm"), GAUSS.score_fn(VPSDE()), (4, 2))
+    with pytest.raises(ValueError, match="SDE's grid ends at eps=0.001"):
+        pc_sampler(VPSDE(N=30), GAUSS.score_fn(VPSDE()), (4, 2), eps=1e-5)
+    with pytest.raises(ValueError, match="unknown ancestral variance 'half'"):
+        ddpm_ancestral(VPSDE(N=30), GAUSS.score_fn(VPSDE()), (4, 2), variance="half")
+    with pytest.raises(ValueError, match="unknown discretization 'euler'"):
+        VPSDE(discretization="euler")
 
 
 def test_bad_sde_and_mixture_parameters_are_refused():
@@ -362,14 +458,28 @@ def test_a_cached_file_that_would_run_code_is_refused(tmp_path):
     assert unit.cached(path, lambda: None)[0]["config"] == {"width": 4}
 
 
-@pytest.mark.parametrize("vp_pc,expected", [(20.0, "holds"), (40.0, "does not hold"), (30.5, "inconclusive")])
-def test_verdict_compares_vp_pc_with_ddpm_at_the_band(vp_pc, expected):
+def _verdict_rows(pc_offsets, p_fid=30.0, noise=(-0.5, 0.5, 0.0)):
+    """ve_p at p_fid + noise per seed; ve_pc = the same seed's ve_p + offset (paired)."""
+    rows = [("ve_p", s, "fid_clf", p_fid + e) for s, e in enumerate(noise)]
+    rows += [("ve_pc", s, "fid_clf", p_fid + e + o) for s, (e, o) in enumerate(zip(noise, pc_offsets))]
+    return rows
+
+
+@pytest.mark.parametrize("offsets,expected", [
+    ((-3.0, -2.5, -3.5), "holds"), ((3.0, 2.5, 3.5), "does not hold"), ((-3.0, 2.0, 0.5), "inconclusive"),
+    ((-1.0, -1.1, -0.9), "inconclusive"),  # consistent but below 5% of ve_p's FID
+])
+def test_verdict_uses_per_seed_paired_differences_of_ve_pc_and_ve_p(offsets, expected):
     import pandas as pd
 
-    rows = [("ddpm_ancestral", s, "fid_clf", 30.0 + d) for s, d in ((0, -0.5), (1, 0.5))]
-    rows += [("vp_pc", s, "fid_clf", vp_pc + d) for s, d in ((0, -0.5), (1, 0.5))]
+    rows = _verdict_rows(offsets, noise=(-8.0, 8.0, 0.0))  # seeds differ a lot; the pairs do not
+    rows += [("ve_pc", s, "fid_clf@snr=0.3", 25.0) for s in range(3)] + [("ve_pc", 0, "fid_floor_clf", 8.5)]
+    rows += [("vp_pc", s, "fid_clf", 20.0) for s in range(3)] + [("ddpm_ancestral", s, "fid_clf", 21.0) for s in range(3)]
     df = pd.DataFrame(rows, columns=["variant", "seed", "metric", "value"]).assign(step=float("nan"))
-    assert claim_verdict(df).status == expected
+    verdict = claim_verdict(df)
+    assert verdict.status == expected
+    assert "snr 0.3" in verdict.evidence and "floor 8.5" in verdict.evidence
+    assert "Secondary, VP-PC vs DDPM ancestral: inconclusive" in verdict.evidence and "1.9%" in verdict.evidence
 
 
 def test_cifar10_factory_scales_8bit_images_to_the_unit_interval(monkeypatch):
