@@ -1,0 +1,239 @@
+"""GENRE vs a dual encoder and BM25 (paper 6): what a unit runs. The declaration is ``benchmarks/specs/genre.py``.
+
+Every variant is scored on the same test mentions (a seeded subsample of at most
+``eval_max_mentions``) against the same KB: accuracy@1 overall, on mentions whose entity
+was seen in training and on unseen ones, on the non-trivial mentions (not an exact string
+match of their title), recall@k, index memory and latency per mention. GENRE and its
+unconstrained ablation share one trained model per seed (cached in the run's artifacts).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from benchmarks.train import count_parameters, make_trainer
+from benchmarks.unit import Measurement, UnitContext, is_rank_zero
+from datamodules.entities import EntityDataModule, Mention, alias_table, mark_mention, subsample, trivial_prediction
+from lit_modules.genre import DualEncoderModule, GenreModule, Trie, bm25_index, bm25_search, generate_titles, title_index
+from lit_modules.genre.models import bm25_index_bytes, faiss_index_bytes, pad_batch
+
+ARCH_KEYS = ("d_model", "layers", "heads", "ffn_dim", "max_positions", "dropout")
+MB = 2**20
+
+
+# ------------------------------------------------------------------------------ datasets
+def entities(config: dict, data_dir: str | None, seed: int, name: str = "gensim_wiki") -> EntityDataModule:
+    return EntityDataModule(name=name, data_dir=data_dir, seed=seed, context_words=config["context_words"],
+                            max_source_len=config["max_source_len"], vocab_size=config["vocab_size"],
+                            lowercase=config["lowercase"], batch_size=config["batch_size"],
+                            max_train_mentions=config["max_train_mentions"])
+
+
+# ------------------------------------------------------------------------------ caching
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(path.suffix + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached(path: Path, compute: Callable[[], Any]) -> Any:
+    """``torch.load(path)`` if present, else ``compute()`` saved atomically (one writer at a time)."""
+    with _locked(path):
+        if path.exists():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        value = compute()
+        if is_rank_zero():
+            tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+            torch.save(value, tmp)
+            os.replace(tmp, path)
+        return value
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------ training
+def _fit(ctx: UnitContext, module, dm: EntityDataModule, steps: int, name: str) -> float:
+    trainer = make_trainer(ctx, log_name=name, max_steps=steps, limit_val_batches=0, gradient_clip_val=ctx.config["grad_clip"])
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=dm.train_dataloader(ctx.seed))
+    return time.perf_counter() - start
+
+
+def trained_genre(ctx: UnitContext, dm: EntityDataModule) -> tuple[GenreModule, float]:
+    """GENRE's model for this seed: trained once per run, shared by ``genre`` and ``genre_unconstrained``."""
+    cfg = ctx.config
+    hp = dict(vocab_size=dm.tokenizer.get_vocab_size(), label_smoothing=cfg["label_smoothing"], lr=cfg["lr"],
+              weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"], max_steps=cfg["max_steps"],
+              **{k: cfg[k] for k in ARCH_KEYS})
+    key = _key(hp, dm.name, cfg["context_words"], cfg["max_source_len"], cfg["lowercase"], cfg["batch_size"],
+               cfg["grad_clip"], ctx.seed)
+    path = Path(ctx.artifacts_dir) / "cache" / f"genre-{key}-seed{ctx.seed}.pt"
+
+    def train() -> dict:
+        torch.manual_seed(ctx.seed)
+        module = GenreModule(**hp)
+        seconds = _fit(ctx, module, dm, cfg["max_steps"], "genre")
+        return {"state": module.state_dict(), "train_s": seconds}
+
+    saved = cached(path, train)
+    module = GenreModule(**hp)
+    module.load_state_dict(saved["state"])
+    return module.eval(), float(saved["train_s"])
+
+
+def trained_dual_encoder(ctx: UnitContext, dm: EntityDataModule) -> tuple[DualEncoderModule, float]:
+    cfg = ctx.config
+    torch.manual_seed(ctx.seed)
+    module = DualEncoderModule(vocab_size=dm.tokenizer.get_vocab_size(), lr=cfg["de_lr"], weight_decay=cfg["weight_decay"],
+                               warmup_steps=cfg["warmup_steps"], max_steps=cfg["de_max_steps"], **{k: cfg[k] for k in ARCH_KEYS})
+    seconds = _fit(ctx, module, dm, cfg["de_max_steps"], "dual_encoder")
+    return module.eval(), seconds
+
+
+# ------------------------------------------------------------------------------ scoring
+def accuracy_rows(preds: list[list[int]], test: list[Mention], dm: EntityDataModule, k: int) -> list[Measurement]:
+    """acc@1 overall / seen / unseen / non-trivial and recall@k of ranked KB indices (-1: not a KB title)."""
+    gold = np.array([dm.kb_index[m.entity] for m in test])
+    top1 = np.array([p[0] if p else -1 for p in preds])
+    hit = top1 == gold
+    in_k = np.array([g in p[:k] for g, p in zip(gold, preds)])
+    seen_set = dm.data.seen_entities()
+    seen = np.array([m.entity in seen_set for m in test])
+    hard = ~np.array([m.is_exact for m in test])
+    mean = lambda x: float(x.mean()) if x.size else float("nan")  # noqa: E731
+    return [
+        Measurement("acc_at_1", mean(hit)),
+        Measurement("acc_at_1_seen", mean(hit[seen])),
+        Measurement("acc_at_1_unseen", mean(hit[~seen])),
+        Measurement("acc_at_1_nontrivial", mean(hit[hard])),
+        Measurement(f"recall_at_k@k={k}", mean(in_k)),
+    ]
+
+
+def data_rows(test: list[Mention], dm: EntityDataModule) -> list[Measurement]:
+    """The test set's make-up and the string-match baselines every model has to beat."""
+    kb_lower: dict[str, str] = {}
+    for t in dm.data.kb:
+        kb_lower.setdefault(t.lower(), t)
+    aliases = alias_table(dm.data.train)
+    seen = dm.data.seen_entities()
+    exact = sum(m.is_exact for m in test)
+    return [
+        Measurement("test_mentions", len(test)),
+        Measurement("trivial_mentions", exact),
+        Measurement("trivial_fraction", exact / max(1, len(test))),
+        Measurement("seen_fraction", sum(m.entity in seen for m in test) / max(1, len(test))),
+        Measurement("kb_size", len(dm.data.kb)),
+        Measurement("trivial_acc", float(np.mean([trivial_prediction(m, kb_lower) == m.entity for m in test]))),
+        Measurement("alias_acc", float(np.mean([trivial_prediction(m, kb_lower, aliases) == m.entity for m in test]))),
+    ]
+
+
+def _genre_predictions(module: GenreModule, dm: EntityDataModule, test: list[Mention], k: int, batch: int,
+                       trie: Trie | None, max_new_tokens: int) -> tuple[list[list[int]], float, float]:
+    """(ranked KB indices per mention, -1 for a non-title; share of valid top-1 outputs; seconds)."""
+    seq_to_kb = {tuple(s): i for i, s in enumerate(dm.title_ids)}
+    sources = dm.encode_sources(test)
+    preds: list[list[int]] = []
+    start = time.perf_counter()
+    for i in range(0, len(sources), batch):
+        ids, mask = pad_batch(sources[i : i + batch])
+        for beams in generate_titles(module.model, ids, mask, k, max_new_tokens, trie):
+            preds.append([seq_to_kb.get(b, -1) for b in beams])
+    seconds = time.perf_counter() - start
+    valid = float(np.mean([p[0] >= 0 for p in preds])) if preds else float("nan")
+    return preds, valid, seconds
+
+
+# ------------------------------------------------------------------------------ units
+def run(ctx: UnitContext) -> list[Measurement]:
+    cfg = ctx.config
+    dm = ctx.datamodule()
+    dm.setup()
+    test = subsample(dm.data.test, cfg["eval_max_mentions"], ctx.seed)
+    k, out = cfg["num_beams"], data_rows(test, dm)
+    model_rows: list[Measurement] = []
+    if ctx.variant in ("genre", "genre_unconstrained"):
+        module, train_s = trained_genre(ctx, dm)
+        start = time.perf_counter()
+        trie = Trie(dm.title_ids)
+        build_s = time.perf_counter() - start
+        constrained = ctx.variant == "genre"
+        preds, valid, seconds = _genre_predictions(module, dm, test, k, cfg["eval_batch_size"], trie if constrained else None,
+                                                   trie.max_length)
+        index_mb = trie.nbytes / MB if constrained else 0.0
+        params = count_parameters(module)
+        model_rows += [Measurement("valid_output_rate", valid)]
+        if constrained:
+            model_rows += [Measurement("trie_build_s", build_s), Measurement("trie_nodes", trie.num_nodes)]
+    elif ctx.variant == "dual_encoder":
+        module, train_s = trained_dual_encoder(ctx, dm)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            index = title_index(module, dm.title_ids)
+            sources = dm.encode_sources(test)
+            preds = []
+            for i in range(0, len(sources), cfg["eval_batch_size"]):
+                q = module.encode_mentions(*pad_batch(sources[i : i + cfg["eval_batch_size"]])).float().numpy()
+                preds += index.search(np.ascontiguousarray(q), k)[1].tolist()
+        seconds = time.perf_counter() - start  # includes embedding the KB: an index a user has to build
+        index_mb, params = faiss_index_bytes(index) / MB, count_parameters(module)
+    elif ctx.variant == "bm25":
+        train_s, params = 0.0, 0
+        start = time.perf_counter()
+        retriever = bm25_index(dm.data.kb)
+        queries = [mark_mention(m, cfg["bm25_context_words"]).replace("[START_ENT] ", "").replace(" [END_ENT]", "") for m in test]
+        preds = bm25_search(retriever, queries, min(k, len(dm.data.kb))).tolist()
+        seconds = time.perf_counter() - start
+        index_mb = bm25_index_bytes(retriever) / MB
+    else:
+        raise ValueError(f"unknown genre variant {ctx.variant!r}; known: genre, genre_unconstrained, dual_encoder, bm25")
+    out += accuracy_rows(preds, test, dm, k) + model_rows
+    out += [
+        Measurement("index_mb", index_mb),
+        Measurement("model_mb", 4 * params / MB),  # float32
+        Measurement("params", params),
+        Measurement("train_time_s", train_s),
+        Measurement("latency_ms", 1e3 * seconds / max(1, len(test))),
+    ]
+    return out
+
+
+def trie_scaling(ctx: UnitContext) -> list[Measurement]:
+    """Trie build time for ``trie_sizes`` synthetic titles: KB titles' token sequences with
+    their words shuffled into new names (the real length and token distribution), deduplicated."""
+    cfg = ctx.config
+    dm = ctx.datamodule()
+    dm.setup()
+    rng = np.random.default_rng(ctx.seed)
+    lengths = np.array([len(s) - 1 for s in dm.title_ids])
+    pool = np.concatenate([np.asarray(s[:-1]) for s in dm.title_ids])
+    out = []
+    for n in cfg["trie_sizes"]:
+        lens = rng.choice(lengths, size=int(n))
+        flat = rng.choice(pool, size=int(lens.sum())).tolist()
+        cuts = np.concatenate([[0], np.cumsum(lens)]).tolist()
+        seqs = [flat[a:b] + [2] for a, b in zip(cuts[:-1], cuts[1:])]
+        start = time.perf_counter()
+        trie = Trie(seqs)
+        seconds = time.perf_counter() - start
+        out += [Measurement("trie_build_s_vs_titles", seconds, step=float(n), variant="genre"),
+                Measurement("trie_mb_vs_titles", trie.nbytes / MB, step=float(n), variant="genre")]
+    return out

@@ -1,0 +1,32 @@
+"""Autoregressive Entity Retrieval (De Cao, Izacard, Riedel, Petroni; ICLR 2021, arXiv 2010.00904).
+
+Reference implementation: github.com/facebookresearch/GENRE (``genre/trie.py``, and the
+Hugging Face path ``genre/hf_model.py`` with ``prefix_allowed_tokens_fn``), which this
+follows: the entity's title is generated token by token by a BART model reading the
+context with the mention marked ``[START_ENT] … [END_ENT]``, and beam search is
+constrained by a prefix trie of all KB titles (each ending with ``</s>``), so every output
+is a KB entity. Reproduced: the trie, constrained beam search through Hugging Face's
+``generate``, the unconstrained ablation, a dual encoder with in-batch negatives and BM25.
+Not reproduced: BART-large pre-training and the BLINK/Wikipedia-abstract training data
+(the model is a small BART trained from scratch on the offline data); the KILT tasks.
+
+- :mod:`lit_modules.genre.trie` — :class:`Trie`;
+- :mod:`lit_modules.genre.models` — :class:`GenreModule`, :func:`generate_titles`,
+  :class:`DualEncoderModule`, :func:`in_batch_loss`, faiss and BM25 indexes.
+"""
+
+from lit_modules.genre.models import (
+    DualEncoderModule,
+    GenreModule,
+    bart_config,
+    bm25_index,
+    bm25_search,
+    generate_titles,
+    in_batch_loss,
+    prefix_allowed_tokens_fn,
+    title_index,
+)
+from lit_modules.genre.trie import Trie
+
+__all__ = ["Trie", "GenreModule", "DualEncoderModule", "generate_titles", "prefix_allowed_tokens_fn", "in_batch_loss",
+           "bart_config", "title_index", "bm25_index", "bm25_search"]

@@ -1,0 +1,224 @@
+"""GENRE's seq2seq model and trie-constrained beam search; the dual-encoder and BM25 baselines.
+
+Symbols: B mentions in a batch, S source tokens, T title tokens, k beams (or top-k),
+D model width, E KB titles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_modules.genre.trie import Trie
+from lit_modules.optim import warmup_cosine_adamw
+
+PAD_ID, BOS_ID, EOS_ID = 1, 0, 2  # BART's ids (datamodules.entities.SPECIAL_TOKENS)
+
+
+def bart_config(vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim: int, max_positions: int,
+                dropout: float = 0.1):
+    """A small BART config trained from scratch; generation defaults made neutral (no forced
+    BOS/EOS, no n-gram blocking) so that decoding is plain beam search over the model."""
+    from transformers import BartConfig
+
+    return BartConfig(
+        vocab_size=vocab_size, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim,
+        max_position_embeddings=max_positions, dropout=dropout, attention_dropout=0.0, activation_dropout=0.0,
+        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID, decoder_start_token_id=EOS_ID,
+        forced_bos_token_id=None, forced_eos_token_id=None, scale_embedding=True,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Constrained decoding (the paper's Section 3.2)
+# --------------------------------------------------------------------------------------
+def prefix_allowed_tokens_fn(trie: Trie, num_special_prefix: int = 1):
+    """``generate``'s ``prefix_allowed_tokens_fn``: the decoder's sequence minus its start
+    token is a prefix of some title; the trie gives the next tokens. A finished title
+    (nothing may follow) allows only ``</s>``/padding, which beam search never scores again."""
+
+    @lru_cache(maxsize=1 << 16)
+    def allowed(prefix: tuple[int, ...]) -> list[int]:
+        return trie.get(prefix) or [PAD_ID]
+
+    def fn(batch_id: int, sent: Tensor) -> list[int]:
+        return allowed(tuple(sent[num_special_prefix:].tolist()))
+
+    return fn
+
+
+@torch.inference_mode()
+def generate_titles(model, input_ids: Tensor, attention_mask: Tensor, num_beams: int, max_new_tokens: int,
+                    trie: Trie | None = None) -> list[list[tuple[int, ...]]]:
+    """k beam-search outputs per mention, best first: [B][k] token tuples (without the
+    start token, up to and including ``</s>`` when generated). ``trie=None``: unconstrained."""
+    model.eval()
+    out = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams, num_return_sequences=num_beams,
+        max_new_tokens=max_new_tokens, early_stopping=True, do_sample=False, length_penalty=1.0,
+        prefix_allowed_tokens_fn=None if trie is None else prefix_allowed_tokens_fn(trie),
+    )
+    rows = []
+    for seq in out[:, 1:].tolist():  # drop the decoder start token
+        end = seq.index(EOS_ID) + 1 if EOS_ID in seq else len(seq)
+        rows.append(tuple(t for t in seq[:end] if t != PAD_ID))
+    return [rows[i : i + num_beams] for i in range(0, len(rows), num_beams)]
+
+
+class GenreModule(L.LightningModule):
+    """GENRE: BART reads ``left [START_ENT] mention [END_ENT] right`` and is trained with
+    teacher forcing to emit the entity's title followed by ``</s>`` (cross-entropy with label
+    smoothing, as the paper's fairseq recipe). Decoding is :func:`generate_titles`."""
+
+    def __init__(self, vocab_size: int = 8000, d_model: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 512,
+                 max_positions: int = 128, dropout: float = 0.1, label_smoothing: float = 0.1, lr: float = 1e-3,
+                 weight_decay: float = 0.01, warmup_steps: int = 100, max_steps: int = 1000):
+        super().__init__()
+        self.save_hyperparameters()
+        from transformers import BartForConditionalGeneration
+
+        self.model = BartForConditionalGeneration(bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout))
+
+    def loss(self, batch: dict) -> Tensor:
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        logits = out.logits  # [B, T, V]
+        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                               label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return warmup_cosine_adamw(self.named_parameters(), h.lr, h.weight_decay, h.warmup_steps, h.max_steps)
+
+
+# --------------------------------------------------------------------------------------
+# Baseline: a dual encoder with in-batch negatives
+# --------------------------------------------------------------------------------------
+def in_batch_loss(q: Tensor, e: Tensor, entity: Tensor) -> Tensor:
+    """−log softmax of the gold title's dot product against the batch's titles. q, e [B, D];
+    entity [B] KB ids: a title repeated in the batch is not a negative of its own mentions."""
+    scores = q @ e.T  # [B, B]
+    same = entity[:, None] == entity[None, :]
+    scores = scores.masked_fill(same & ~torch.eye(len(entity), dtype=torch.bool, device=q.device), float("-inf"))
+    return F.cross_entropy(scores, torch.arange(len(entity), device=q.device))
+
+
+class DualEncoderModule(L.LightningModule):
+    """Two BART encoders (mention-in-context, title) over one shared token embedding (as
+    GENRE's encoder and decoder share theirs), mean-pooled, scored by dot product: about
+    GENRE's parameter count (a title encoder in place of the decoder)."""
+
+    def __init__(self, vocab_size: int = 8000, d_model: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 512,
+                 max_positions: int = 128, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.01,
+                 warmup_steps: int = 100, max_steps: int = 1000):
+        super().__init__()
+        self.save_hyperparameters()
+        from transformers.models.bart.modeling_bart import BartEncoder
+
+        from transformers.models.bart.modeling_bart import BartScaledWordEmbedding
+
+        cfg = bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout)
+        self.shared = BartScaledWordEmbedding(vocab_size, d_model, PAD_ID, embed_scale=math.sqrt(d_model))
+        with torch.no_grad():  # BART's initialisation (config.init_std), padding row zero
+            self.shared.weight.normal_(0.0, cfg.init_std)
+            self.shared.weight[PAD_ID].zero_()
+        self.mention_encoder, self.title_encoder = BartEncoder(cfg), BartEncoder(cfg)
+        self.mention_encoder.embed_tokens = self.title_encoder.embed_tokens = self.shared
+
+    @staticmethod
+    def _pool(encoder, ids: Tensor, mask: Tensor) -> Tensor:
+        h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, S, D]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp_min(1)
+
+    def encode_mentions(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self._pool(self.mention_encoder, ids, mask)
+
+    def encode_titles(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self._pool(self.title_encoder, ids, mask)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        q = self.encode_mentions(batch["input_ids"], batch["attention_mask"])
+        e = self.encode_titles(batch["title_ids"], batch["title_mask"])
+        loss = in_batch_loss(q, e, batch["entity"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return warmup_cosine_adamw(self.named_parameters(), h.lr, h.weight_decay, h.warmup_steps, h.max_steps)
+
+
+def pad_batch(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.tensor([list(s) + [PAD_ID] * (width - len(s)) for s in seqs], dtype=torch.long)
+    return ids, (ids != PAD_ID).long()
+
+
+@torch.inference_mode()
+def title_index(model: DualEncoderModule, title_ids: Sequence[Sequence[int]], batch_size: int = 256):
+    """A faiss inner-product index over every KB title's embedding (exact search)."""
+    import faiss
+
+    model.eval()
+    index = None
+    for i in range(0, len(title_ids), batch_size):
+        vecs = model.encode_titles(*pad_batch(title_ids[i : i + batch_size])).float().numpy()
+        if index is None:
+            index = faiss.IndexFlatIP(vecs.shape[1])
+        index.add(np.ascontiguousarray(vecs))
+    return index
+
+
+def faiss_index_bytes(index) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)
+
+
+# --------------------------------------------------------------------------------------
+# Baseline: BM25 over the titles
+# --------------------------------------------------------------------------------------
+def bm25_index(titles: Sequence[str]):
+    """A bm25s index of the KB titles (English stop words removed)."""
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(list(titles), stopwords="en", show_progress=False), show_progress=False)
+    return retriever
+
+
+def bm25_search(retriever, queries: Sequence[str], k: int) -> np.ndarray:
+    """[B, k] KB indices, best first (a query with no known word gets arbitrary ones)."""
+    import bm25s
+
+    tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
+    docs, _ = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+    return np.asarray(docs)
+
+
+def bm25_index_bytes(retriever) -> int:
+    """Bytes of the sparse score matrix and the vocabulary."""
+    scores = retriever.scores
+    arrays = sum(v.nbytes for v in scores.values() if hasattr(v, "nbytes"))
+    vocab = sum(len(w.encode()) + 8 for w in retriever.vocab_dict)
+    return int(arrays + vocab)
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start

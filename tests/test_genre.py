@@ -1,0 +1,224 @@
+"""GENRE (paper 6): the trie, constrained decoding, the in-batch loss, the entity data loaders."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from datamodules.entities import (
+    EntityDataModule,
+    Mention,
+    alias_table,
+    load_entity_data,
+    load_kilt,
+    mark_mention,
+    read_kilt_jsonl,
+    resolve,
+    trivial_prediction,
+    wiki_redirects,
+)
+from lit_modules.genre import GenreModule, Trie, generate_titles, in_batch_loss
+
+EOS = 2
+
+
+def reference_next(seqs: list[tuple[int, ...]], prefix: tuple[int, ...]) -> list[int]:
+    """What a trie must answer, by brute force over the sequences."""
+    n = len(prefix)
+    return sorted({s[n] for s in seqs if len(s) > n and s[:n] == prefix})
+
+
+def random_titles(rng: random.Random, n: int, alphabet: int = 4, max_len: int = 5) -> list[list[int]]:
+    """Titles over a tiny alphabet (ids 3..), so that many share prefixes, some repeat and some are
+    prefixes of others (before their </s>)."""
+    return [[rng.randrange(3, 3 + alphabet) for _ in range(rng.randint(1, max_len))] + [EOS] for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------ trie
+def test_trie_every_prefix_returns_exactly_the_next_tokens():
+    rng = random.Random(0)
+    titles = random_titles(rng, 300)
+    trie = Trie(titles)
+    distinct = sorted(set(map(tuple, titles)))
+    for s in distinct:
+        for i in range(len(s) + 1):
+            assert trie.get(s[:i]) == reference_next(distinct, s[:i]), s[:i]
+    # prefixes that are no title's prefix, found by extending real ones with every token
+    for s in distinct[:50]:
+        for i in range(len(s)):
+            for t in range(0, 10):
+                p = s[:i] + (t,)
+                assert trie.get(p) == reference_next(distinct, p)
+
+
+def test_trie_shared_prefixes_and_a_title_that_prefixes_another():
+    a, b, c, d = [5, 6, EOS], [5, 6, 7, EOS], [5, 8, EOS], [9, EOS]
+    trie = Trie([a, b, c, d])
+    assert trie.get([]) == [5, 9]
+    assert trie.get([5]) == [6, 8]
+    assert trie.get([5, 6]) == [EOS, 7]
+    assert trie.get([5, 6, 7]) == [EOS]
+    assert trie.get([5, 6, EOS]) == [] and trie.get([5, 6, 7, EOS]) == []  # complete titles
+    assert trie.get([6]) == [] and trie.get([5, 7]) == [] and trie.get([5, 6, 7, EOS, 3]) == []  # not prefixes
+    assert [5, 6, EOS] in trie and [5, 6] not in trie and [4] not in trie
+
+
+def test_trie_empty_prefix_gives_all_first_tokens_and_len_counts_distinct():
+    titles = [[7, 3, EOS], [4, EOS], [7, 3, EOS], [11, 4, EOS], [4, EOS]]
+    trie = Trie(titles)
+    assert trie.get([]) == [4, 7, 11]
+    assert len(trie) == 3  # a title inserted twice counts once
+    assert trie.num_nodes == 8
+    assert trie.max_length == 3
+    assert len(Trie([])) == 0 and Trie([]).get([]) == []
+
+
+def test_trie_get_returns_a_fresh_python_list_of_ints():
+    trie = Trie([[3, EOS], [4, EOS]])
+    first = trie.get([])
+    assert first == [3, 4] and all(type(t) is int for t in first)
+    first.append(99)
+    assert trie.get([]) == [3, 4]
+
+
+def test_trie_refuses_empty_sequences_and_negative_ids():
+    with pytest.raises(ValueError, match="at least one token"):
+        Trie([[3, EOS], []])
+    with pytest.raises(ValueError, match=">= 0"):
+        Trie([[3, -4, EOS]])
+
+
+# ------------------------------------------------------------------------------ constrained decoding
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_constrained_decoding_of_an_untrained_model_only_yields_kb_titles(num_beams):
+    torch.manual_seed(0)
+    vocab = 40
+    model = GenreModule(vocab_size=vocab, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0).model
+    rng = random.Random(1)
+    titles = [[rng.randrange(6, vocab) for _ in range(rng.randint(1, 4))] + [EOS] for _ in range(12)]
+    titles += [[10, 11, EOS], [10, 11, 12, EOS], [10, 11, 12, 13, EOS]]  # titles that prefix others
+    kb = set(map(tuple, titles))
+    trie = Trie(titles)
+    ids = torch.randint(6, vocab, (16, 7))
+    mask = torch.ones_like(ids)
+    constrained = generate_titles(model, ids, mask, num_beams, trie.max_length, trie)
+    assert len(constrained) == 16 and all(len(beams) == num_beams for beams in constrained)
+    assert all(b in kb for beams in constrained for b in beams)
+    free = generate_titles(model, ids, mask, num_beams, trie.max_length, None)
+    assert any(b not in kb for beams in free for b in beams)  # the trie, not luck, keeps outputs in the KB
+
+
+def test_constrained_decoding_can_stop_at_a_title_that_prefixes_another():
+    """Bias the untrained model's output layer towards </s>: the short title must come out."""
+    torch.manual_seed(0)
+    model = GenreModule(vocab_size=30, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0).model
+    with torch.no_grad():
+        model.final_logits_bias[0, EOS] = 50.0
+    trie = Trie([[10, 11, EOS], [10, 11, 12, EOS]])
+    ids = torch.randint(6, 30, (4, 5))
+    out = generate_titles(model, ids, torch.ones_like(ids), 1, trie.max_length, trie)
+    assert [beams[0] for beams in out] == [(10, 11, EOS)] * 4
+
+
+# ------------------------------------------------------------------------------ in-batch negatives
+def test_in_batch_loss_matches_the_softmax_over_the_batch_and_masks_repeated_titles():
+    torch.manual_seed(0)
+    q, e = torch.randn(4, 8), torch.randn(4, 8)
+    entity = torch.tensor([0, 1, 2, 3])
+    s = q @ e.T
+    expected = -torch.stack([s[i, i] - torch.logsumexp(s[i], 0) for i in range(4)]).mean()
+    assert torch.allclose(in_batch_loss(q, e, entity), expected, atol=1e-6)
+    dup = torch.tensor([0, 1, 0, 3])  # rows 0 and 2 share a title: neither is the other's negative
+    keep = [[0, 1, 3], [0, 1, 2, 3], [1, 2, 3], [0, 1, 2, 3]]
+    expected = -torch.stack([s[i, i] - torch.logsumexp(s[i, keep[i]], 0) for i in range(4)]).mean()
+    assert torch.allclose(in_batch_loss(q, e, dup), expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ data
+def test_mark_mention_and_the_trivial_baselines():
+    m = Mention("paris", "he lived in", "for ten years", "Paris")
+    assert mark_mention(m, 2) == "lived in [START_ENT] paris [END_ENT] for ten"
+    assert mark_mention(m, 0) == "[START_ENT] paris [END_ENT]"
+    assert m.is_exact and not Mention("Paris", "", "", "Paris, Texas").is_exact
+    kb_lower = {"paris": "Paris", "paris, texas": "Paris, Texas"}
+    train = [Mention("Paris", "", "", "Paris, Texas")] * 2 + [Mention("paris", "", "", "Paris")]
+    aliases = alias_table(train)
+    assert aliases == {"paris": "Paris, Texas"}
+    assert trivial_prediction(m, kb_lower) == "Paris"
+    assert trivial_prediction(m, kb_lower, aliases) == "Paris, Texas"
+    assert trivial_prediction(Mention("Lyon", "", "", "Lyon"), kb_lower) is None
+
+
+def test_gensim_links_split_by_article_with_every_gold_title_in_the_kb():
+    data = load_entity_data("gensim_wiki", seed=0)
+    docs = [{m.doc for m in part} for part in (data.train, data.validation, data.test)]
+    assert not (docs[0] & docs[1]) and not (docs[0] & docs[2]) and not (docs[1] & docs[2])
+    kb = set(data.kb)
+    assert len(kb) == len(data.kb) > 10000 and all(m.entity in kb for part in (data.train, data.test) for m in part)
+    assert len(data.train) + len(data.validation) + len(data.test) > 25000
+    redirects = wiki_redirects()
+    assert resolve("AccessibleComputing", redirects) == "Computer accessibility"
+    assert not any(m.entity in redirects for m in data.train)  # redirects resolved
+    assert sum(bool(m.left or m.right) for m in data.test) > 0.8 * len(data.test)
+
+
+def _kilt_line(i: int, left: str, mention: str, right: str, title: str | None, meta: bool = True) -> str:
+    record = {"id": f"q{i}", "input": f"{left} [START_ENT] {mention} [END_ENT] {right}",
+              "output": [{"answer": title, "provenance": [{"title": title}]}] if title else []}
+    if meta:
+        record["meta"] = {"left_context": left, "mention": mention, "right_context": right}
+    return json.dumps(record)
+
+
+def test_kilt_jsonl_reads_meta_or_the_marked_input_and_skips_unanswered_lines(tmp_path):
+    path = tmp_path / "aidayago2-train-kilt.jsonl"
+    path.write_text("\n".join([
+        _kilt_line(0, "EU rejects", "German", "call to boycott", "Germany"),
+        _kilt_line(1, "Peter Blackburn", "BRUSSELS", "1996-08-22", "Brussels", meta=False),
+        _kilt_line(2, "no", "answer", "here", None),
+        "",
+    ]))
+    rows = read_kilt_jsonl(path)
+    assert rows == [Mention("German", "EU rejects", "call to boycott", "Germany", "q0"),
+                    Mention("BRUSSELS", "Peter Blackburn", "1996-08-22", "Brussels", "q1")]
+    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(_kilt_line(3, "in", "Paris", "today", "Paris") + "\n")
+    (tmp_path / "kb_titles.txt").write_text("Germany\nBrussels\nParis\nLyon\n")
+    data = load_kilt("aida", tmp_path)
+    assert data.kb == ["Brussels", "Germany", "Lyon", "Paris"] and len(data.train) == 2 and len(data.test) == 1
+
+
+def test_kilt_bad_input_gives_one_line_errors(tmp_path):
+    bad = tmp_path / "x.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match="one JSON object per line"):
+        read_kilt_jsonl(bad)
+    bad.write_text(json.dumps({"input": "no markers", "output": [{"answer": "X"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"\[START_ENT\]"):
+        read_kilt_jsonl(bad)
+    with pytest.raises(FileNotFoundError, match="aidayago2-train-kilt.jsonl"):
+        load_kilt("aida", tmp_path)
+    with pytest.raises(ValueError, match="unknown entity dataset 'kilt'"):
+        load_entity_data("kilt")
+
+
+def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+    train = "\n".join(_kilt_line(i, "the city of", name, "is large", name) for i, name in
+                      enumerate(["Paris", "Lyon", "Nice", "Paris", "Lille", "Metz"] * 3))
+    (tmp_path / "aidayago2-train-kilt.jsonl").write_text(train + "\n")
+    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(_kilt_line(99, "in", "Nice", "now", "Nice") + "\n")
+    dm = EntityDataModule("aida", str(tmp_path), context_words=2, vocab_size=300, batch_size=4)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 and batch["labels"].shape == batch["title_ids"].shape
+    for ids, labels, e in zip(batch["title_ids"], batch["labels"], batch["entity"]):
+        n = len(dm.title_ids[int(e)])
+        assert ids[:n].tolist() == dm.title_ids[int(e)] and ids[n - 1] == EOS
+        assert (labels[n:] == -100).all()
+    module = GenreModule(vocab_size=dm.tokenizer.get_vocab_size(), d_model=16, layers=1, heads=2, ffn_dim=32)
+    loss = module.loss(batch)
+    assert math.isfinite(loss.item())
