@@ -61,7 +61,8 @@ def drq() -> Benchmark:
             "pixels learn far faster, at the same number of environment steps, than the same SAC without augmentation."
         ),
         verdict_rule=(
-            "compare the deterministic policy's mean evaluation return at the environment-step budget; holds if drq "
+            "compare the return at the environment-step budget (the deterministic policy's mean evaluation return, "
+            "averaged over the last avg_last evaluations); holds if drq "
             f"beats sac by more than the band (2 pooled std over seeds, at least {MIN_BAND:g}) and beats the random "
             "policy on the same evaluation episodes by more than its own band; does not hold if sac beats drq by more "
             "than the band; else (within the band, or drq not above the random policy) inconclusive"
@@ -85,22 +86,24 @@ def drq() -> Benchmark:
             K=2, M=2, augment=True, pad=2, image_size=24, frame_stack=3, action_repeat=0, env_steps=13_000,
             seed_steps=1000, eval_every=2000, eval_episodes=4, batch_size=32, capacity=100_000, lr=1e-3,
             discount=0.99, init_temperature=0.1, feature_dim=50, hidden_dim=128, num_filters=16, num_layers=2,
-            critic_tau=0.01, actor_update_every=2, target_update_every=2, report_at=[],
+            critic_tau=0.01, actor_update_every=2, target_update_every=2, report_at=[], avg_last=2,
         ),
         presets={
             "smoke": dict(image_size=16, action_repeat=8, env_steps=400, seed_steps=200, eval_every=200, pad=1,
-                          eval_episodes=1, batch_size=8, hidden_dim=16, num_filters=4, feature_dim=8),
+                          eval_episodes=1, batch_size=8, hidden_dim=16, num_filters=4, feature_dim=8, avg_last=1),
             "quick": {},
             # the paper's setting (Section 5.2; the reference config.yaml): 84x84, frame stack 3, the task's action
             # repeat (cartpole 8, reacher 4), 500k environment steps, 1000 seed steps, batch 512, lr 1e-3, 4 conv
             # layers of 32 filters, features 50, hidden 1024, replay 100k, evaluation every 10k steps over 10
             # episodes. Meant for --dataset cartpole_swingup or reacher_easy on a GPU.
             "full": dict(image_size=84, pad=4, env_steps=500_000, eval_every=10_000, eval_episodes=10, batch_size=512,
-                         hidden_dim=1024, num_filters=32, num_layers=4, report_at=[100_000, 500_000]),
+                         hidden_dim=1024, num_filters=32, num_layers=4, report_at=[100_000, 500_000], avg_last=1),
         },
         metrics=[
             Metric("return", True, primary=True, tolerance=0.3,
-                   description="mean return of the deterministic policy over the evaluation episodes at the budget"),
+                   description="return at the budget: the deterministic policy's mean evaluation return, averaged over "
+                               "the last avg_last evaluations (quick: 2, at 12k and 13k steps; full: the last one)"),
+            Metric("final_return", True, tolerance=0.3, description="mean evaluation return of the last evaluation alone"),
             Metric("return_vs_env_steps", True, curve=True, x_label="environment steps (simulator, action repeat included)",
                    description="mean evaluation return on the schedule (every eval_every steps, step 0 untrained)"),
             Metric("mean_return", True, tolerance=0.3,

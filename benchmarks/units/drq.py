@@ -59,7 +59,8 @@ def run(ctx: UnitContext) -> list[Measurement]:
     eval_env.close()
     sim_steps = hist.agent_steps * dm.action_repeat
     out += [
-        Measurement("return", means[-1]),
+        Measurement("return", float(np.mean(means[-cfg["avg_last"]:]))),
+        Measurement("final_return", means[-1]),
         Measurement("mean_return", float(np.mean(means[1:])) if len(means) > 1 else means[-1]),
         Measurement("return_std_episodes", float(np.std(hist.eval_returns[-1]))),
         Measurement("random_return", float(np.mean(random_returns))),
