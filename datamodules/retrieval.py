@@ -1,0 +1,343 @@
+"""Passage retrieval data: queries, a passage corpus and relevance judgements.
+
+Offline default (``gensim_wiki``): the Wikipedia extract in gensim's test data
+(:func:`datamodules.corpora.load_wiki_articles`, 106 articles) cut into passages and
+queries by the inverse cloze task (ICT, Lee et al. 2019, arXiv 1906.00300):
+
+1. each article's text is split into sentences (:func:`datamodules.text.split_sentences`,
+   sentences of at least 4 words); consecutive sentences are packed into passages of at
+   least ``passage_words`` words (~100, as MS MARCO's and DPR's passages); a short tail
+   joins the article's last passage; at most ``max_passages_per_article`` passages are
+   kept per article (the first ones; ``None`` keeps all);
+2. from every passage of at least 3 sentences one sentence of at least ``min_query_words``
+   words is drawn (``numpy`` generator seeded with ``split_seed``); it becomes the query and
+   is removed from the passage, whose rest is the query's one relevant passage (ICT removes
+   the sentence so that exact string match does not solve the task);
+3. articles are shuffled with ``split_seed`` and a fraction ``test_frac`` of them gives the
+   held-out queries: no test query's article contributes a training query. The corpus
+   (every passage, with its query sentence removed) is searched in full at test time.
+
+Real data from ``--data-dir``:
+- ``msmarco``: MS MARCO passage ranking TSV files: ``collection.tsv`` (pid, passage),
+  ``queries.train.tsv`` and ``queries.dev.small.tsv`` (or ``queries.dev.tsv``) (qid, text),
+  ``qrels.train.tsv`` and ``qrels.dev.small.tsv`` (or ``qrels.dev.tsv``) (TREC qrels:
+  qid, 0, pid, relevance);
+- ``beir``: a BEIR dataset folder: ``corpus.jsonl`` ({"_id", "title", "text"}),
+  ``queries.jsonl`` ({"_id", "text"}), ``qrels/train.tsv`` and ``qrels/test.tsv`` (or
+  ``qrels/dev.tsv``) with a header line ``query-id corpus-id score``.
+Only judgements with relevance > 0 count; queries without a relevant passage in the
+corpus are dropped. A query's first relevant passage is its training positive.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from datamodules.corpora import Article, load_wiki_articles
+from datamodules.text import split_sentences
+
+RETRIEVAL_DATASETS = ("gensim_wiki", "msmarco", "beir")
+
+
+@dataclass
+class RetrievalData:
+    """A corpus, training queries with one positive each, and held-out queries with their
+    relevant passages (indices into ``passages``)."""
+
+    passages: list[str]
+    train_queries: list[str]
+    train_positive: list[int]
+    test_queries: list[str]
+    test_relevant: list[list[int]]
+    name: str = ""
+    passage_article: list[int] = field(default_factory=list)  # gensim_wiki: the article of each passage
+
+    def __post_init__(self) -> None:
+        P = len(self.passages)
+        if len(self.train_queries) != len(self.train_positive) or len(self.test_queries) != len(self.test_relevant):
+            raise ValueError("queries and their positives differ in length: "
+                             f"{len(self.train_queries)}/{len(self.train_positive)} train, {len(self.test_queries)}/{len(self.test_relevant)} test")
+        bad = [i for i in list(self.train_positive) + [i for rel in self.test_relevant for i in rel] if not 0 <= i < P]
+        if bad:
+            raise ValueError(f"relevant passage ids must be in [0, {P}); got {bad[:5]}")
+        if any(not rel for rel in self.test_relevant):
+            raise ValueError("every test query needs at least one relevant passage; got an empty list")
+
+    def counts(self) -> dict[str, int]:
+        return {"passages": len(self.passages), "train_queries": len(self.train_queries),
+                "test_queries": len(self.test_queries)}
+
+
+# --------------------------------------------------------------------------------------
+# Offline default: inverse cloze task over gensim's Wikipedia extract
+# --------------------------------------------------------------------------------------
+def article_passages(text: str, passage_words: int = 100, min_sentence_words: int = 4) -> list[list[str]]:
+    """Consecutive sentences packed into passages of at least ``passage_words`` words;
+    each passage a list of sentences. A tail shorter than half a passage joins the last one."""
+    if passage_words < 1:
+        raise ValueError(f"passage_words must be >= 1, got {passage_words}")
+    passages: list[list[str]] = []
+    current: list[str] = []
+    words = 0
+    for sentence in split_sentences(text, min_sentence_words):
+        current.append(sentence)
+        words += len(sentence.split())
+        if words >= passage_words:
+            passages.append(current)
+            current, words = [], 0
+    if current:
+        if passages and words < passage_words / 2:
+            passages[-1].extend(current)
+        else:
+            passages.append(current)
+    return passages
+
+
+def inverse_cloze(
+    articles: Sequence[Article],
+    passage_words: int = 100,
+    max_passages_per_article: int | None = None,
+    min_query_words: int = 6,
+    test_frac: float = 0.2,
+    split_seed: int = 0,
+    name: str = "gensim_wiki",
+) -> RetrievalData:
+    """The ICT procedure of the module's docstring over ``articles``."""
+    if not 0 < test_frac < 1:
+        raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+    if max_passages_per_article is not None and max_passages_per_article < 1:
+        raise ValueError(f"max_passages_per_article must be >= 1 or None, got {max_passages_per_article}")
+    rng = np.random.default_rng(split_seed)
+    order = rng.permutation(len(articles))
+    n_test = max(1, round(test_frac * len(articles)))
+    test_articles = {int(a) for a in order[:n_test]}
+    passages, passage_article = [], []
+    train_q, train_pos, test_q, test_rel = [], [], [], []
+    for a, article in enumerate(articles):
+        for sentences in article_passages(article.text, passage_words)[:max_passages_per_article]:
+            eligible = [i for i, s in enumerate(sentences) if len(s.split()) >= min_query_words]
+            pid = len(passages)
+            if len(sentences) >= 3 and eligible:
+                q = eligible[int(rng.integers(len(eligible)))]
+                if a in test_articles:
+                    test_q.append(sentences[q])
+                    test_rel.append([pid])
+                else:
+                    train_q.append(sentences[q])
+                    train_pos.append(pid)
+                sentences = sentences[:q] + sentences[q + 1:]
+            passages.append(" ".join(sentences))
+            passage_article.append(a)
+    if not train_q or not test_q:
+        raise ValueError(f"the inverse cloze task found {len(train_q)} training and {len(test_q)} test queries in "
+                         f"{len(articles)} articles; need at least one of each (more or longer articles)")
+    return RetrievalData(passages, train_q, train_pos, test_q, test_rel, name, passage_article)
+
+
+def load_gensim_wiki(passage_words: int = 100, max_passages_per_article: int | None = None, min_query_words: int = 6,
+                     test_frac: float = 0.2, split_seed: int = 0) -> RetrievalData:
+    return inverse_cloze(load_wiki_articles(), passage_words, max_passages_per_article, min_query_words, test_frac,
+                         split_seed, "gensim_wiki")
+
+
+# --------------------------------------------------------------------------------------
+# Real data: MS MARCO passage ranking (TSV) and BEIR (JSONL)
+# --------------------------------------------------------------------------------------
+def _first(root: Path, names: Sequence[str], what: str) -> Path:
+    for n in names:
+        for path in (root / n, *sorted(root.glob(f"*/{n}"))):
+            if path.is_file():
+                return path
+    raise FileNotFoundError(f"no {what} under {root}: expected one of {', '.join(names)}")
+
+
+def _read_tsv(path: Path, columns: int) -> list[list[str]]:
+    rows = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for n, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not row:
+                continue
+            if len(row) < columns:
+                raise ValueError(f"{path}:{n}: expected {columns} tab-separated columns, got {len(row)}: {row!r}")
+            rows.append(row)
+    return rows
+
+
+def _qrels(rows: list[list[str]], q_col: int, p_col: int, rel_col: int) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        if float(row[rel_col]) > 0:
+            out.setdefault(row[q_col], []).append(row[p_col])
+    return out
+
+
+def _assemble(name: str, pids: list[str], passages: list[str], queries: dict[str, str],
+              train_qrels: dict[str, list[str]], test_qrels: dict[str, list[str]]) -> RetrievalData:
+    index = {pid: i for i, pid in enumerate(pids)}
+    train_q, train_pos, test_q, test_rel = [], [], [], []
+    for qid, rel in train_qrels.items():
+        ids = [index[p] for p in rel if p in index]
+        if qid in queries and ids:
+            train_q.append(queries[qid])
+            train_pos.append(ids[0])
+    for qid, rel in test_qrels.items():
+        ids = [index[p] for p in rel if p in index]
+        if qid in queries and ids:
+            test_q.append(queries[qid])
+            test_rel.append(ids)
+    if not test_q:
+        raise ValueError(f"{name}: no test query has a relevant passage in the corpus (check the qrels' ids)")
+    return RetrievalData(passages, train_q, train_pos, test_q, test_rel, name)
+
+
+def load_msmarco(data_dir: str | os.PathLike) -> RetrievalData:
+    """MS MARCO passage ranking from its TSV files (see the module's docstring)."""
+    root = Path(data_dir)
+    collection = _read_tsv(_first(root, ["collection.tsv"], "MS MARCO collection"), 2)
+    queries = {}
+    for names in (["queries.train.tsv"], ["queries.dev.small.tsv", "queries.dev.tsv"]):
+        try:
+            queries.update({r[0]: r[1] for r in _read_tsv(_first(root, names, "queries"), 2)})
+        except FileNotFoundError:
+            if names[0] != "queries.train.tsv":
+                raise
+    test_qrels = _qrels(_read_tsv(_first(root, ["qrels.dev.small.tsv", "qrels.dev.tsv"], "MS MARCO dev qrels"), 4), 0, 2, 3)
+    try:
+        train_qrels = _qrels(_read_tsv(_first(root, ["qrels.train.tsv"], "train qrels"), 4), 0, 2, 3)
+    except FileNotFoundError:
+        train_qrels = {}
+    return _assemble("msmarco", [r[0] for r in collection], [r[1] for r in collection], queries, train_qrels, test_qrels)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
+    return rows
+
+
+def load_beir(data_dir: str | os.PathLike) -> RetrievalData:
+    """A BEIR dataset folder (see the module's docstring); the title is prepended to the text."""
+    root = Path(data_dir)
+    corpus = _read_jsonl(_first(root, ["corpus.jsonl"], "BEIR corpus"))
+    queries = {str(r["_id"]): r["text"] for r in _read_jsonl(_first(root, ["queries.jsonl"], "BEIR queries"))}
+    pids = [str(r["_id"]) for r in corpus]
+    passages = [(r.get("title", "") + " " + r.get("text", "")).strip() for r in corpus]
+
+    def qrels(names):
+        rows = _read_tsv(_first(root, [f"qrels/{n}" for n in names], "BEIR qrels"), 3)
+        return _qrels(rows[1:] if rows and not rows[0][2].lstrip("-").isdigit() else rows, 0, 1, 2)
+
+    test = qrels(["test.tsv", "dev.tsv"])
+    try:
+        train = qrels(["train.tsv"])
+    except FileNotFoundError:
+        train = {}
+    return _assemble("beir", pids, passages, queries, train, test)
+
+
+def load_retrieval(name: str, data_dir: str | os.PathLike | None = None, **wiki_options) -> RetrievalData:
+    """A retrieval dataset by name: ``gensim_wiki`` offline, ``msmarco`` / ``beir`` from ``data_dir``."""
+    if name not in RETRIEVAL_DATASETS:
+        raise ValueError(f"unknown retrieval dataset {name!r}; known: {', '.join(RETRIEVAL_DATASETS)}")
+    if name == "gensim_wiki":
+        return load_gensim_wiki(**wiki_options)
+    if data_dir is None:
+        raise FileNotFoundError(f"dataset {name!r} needs --data-dir (its TSV/JSONL files); got none")
+    return (load_msmarco if name == "msmarco" else load_beir)(data_dir)
+
+
+# --------------------------------------------------------------------------------------
+# Tokenised tensors and the DataModule
+# --------------------------------------------------------------------------------------
+def tokenize(tokenizer, texts: Sequence[str], max_len: int) -> torch.Tensor:
+    """[N, max_len] int64 token ids ``[CLS] ... [SEP]`` right-padded with 0 ([PAD]) and
+    truncated to ``max_len``; ``tokenizer`` is a ``tokenizers.Tokenizer`` whose special
+    tokens are BERT's (:data:`datamodules.text.SPECIAL_TOKENS`)."""
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    for i, enc in enumerate(tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        ids = [cls_id, *enc.ids[: max_len - 2], sep_id]
+        out[i, : len(ids)] = ids
+    return torch.from_numpy(out)
+
+
+def pretrained_tokenizer(name: str):
+    """The ``tokenizers.Tokenizer`` of a Hugging Face BERT-style checkpoint (name or local path)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name).backend_tokenizer
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): {str(exc).splitlines()[0]}") from None
+    if tok.token_to_id("[CLS]") is None or tok.token_to_id("[PAD]") != 0:
+        raise ValueError(f"tokenizer {name!r} is not BERT-style ([CLS], [SEP], [PAD]=0); got another vocabulary")
+    return tok
+
+
+class RetrievalDataModule(L.LightningDataModule):
+    """Tokenised passages and queries of a :class:`RetrievalData`; batches of training
+    query indices. The WordPiece tokenizer is trained offline on the corpus passages
+    (:func:`datamodules.text.train_wordpiece`, cached on disk). ``prepare()`` loads
+    everything once; the tensors are reused outside a fit (indexing, evaluation)."""
+
+    def __init__(self, name: str = "gensim_wiki", data_dir: str | None = None, vocab_size: int = 4000,
+                 query_max_len: int = 32, passage_max_len: int = 128, batch_size: int = 32, seed: int = 0,
+                 max_train_queries: int | None = None, max_test_queries: int | None = None,
+                 tokenizer_name: str | None = None, **wiki_options) -> None:
+        super().__init__()
+        self.tokenizer_name = tokenizer_name  # a Hugging Face BERT tokenizer (name or path) instead of training one
+        self.name, self.data_dir, self.vocab_size = name, data_dir, vocab_size
+        self.query_max_len, self.passage_max_len, self.batch_size, self.seed = query_max_len, passage_max_len, batch_size, seed
+        self.max_train_queries, self.max_test_queries = max_train_queries, max_test_queries
+        self.wiki_options = wiki_options
+        self.data: RetrievalData | None = None
+
+    def prepare(self) -> "RetrievalDataModule":
+        if self.data is not None:
+            return self
+        from datamodules.text import train_wordpiece
+
+        data = load_retrieval(self.name, self.data_dir, **self.wiki_options)
+        rng = np.random.default_rng(self.seed)
+        if self.max_train_queries is not None and len(data.train_queries) > self.max_train_queries:
+            keep = np.sort(rng.permutation(len(data.train_queries))[: self.max_train_queries])
+            data.train_queries = [data.train_queries[i] for i in keep]
+            data.train_positive = [data.train_positive[i] for i in keep]
+        if self.max_test_queries is not None and len(data.test_queries) > self.max_test_queries:
+            keep = np.sort(np.random.default_rng(0).permutation(len(data.test_queries))[: self.max_test_queries])
+            data.test_queries = [data.test_queries[i] for i in keep]
+            data.test_relevant = [data.test_relevant[i] for i in keep]
+        if not data.train_queries:
+            raise ValueError(f"{self.name}: no training queries (train qrels missing?); a dense retriever needs some")
+        self.tokenizer = pretrained_tokenizer(self.tokenizer_name) if self.tokenizer_name else train_wordpiece(data.passages, self.vocab_size)
+        self.passage_tokens = tokenize(self.tokenizer, data.passages, self.passage_max_len)  # [P, Lp]
+        self.train_query_tokens = tokenize(self.tokenizer, data.train_queries, self.query_max_len)  # [Q, Lq]
+        self.test_query_tokens = tokenize(self.tokenizer, data.test_queries, self.query_max_len)  # [Qt, Lq]
+        self.train_positive = torch.as_tensor(data.train_positive, dtype=torch.long)  # [Q]
+        self.data = data
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Shuffled batches of training query indices (the module looks up their tokens)."""
+        self.prepare()
+        gen = torch.Generator().manual_seed(self.seed)
+        return torch.utils.data.DataLoader(torch.arange(len(self.train_positive)), batch_size=self.batch_size,
+                                           shuffle=True, drop_last=True, generator=gen)

@@ -1,0 +1,179 @@
+"""The dual encoder, the LightningModule that trains it, and retrieval evaluation.
+
+Shapes: B batch, L tokens, D embedding size, N negatives per query, P passages, Q queries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn as nn
+
+from lit_modules.ance.negatives import build_index, contrastive_loss, in_batch_negatives, search
+
+NegativeKind = Literal["ann", "random", "inbatch", "bm25"]
+NEGATIVE_KINDS = ("ann", "random", "inbatch", "bm25")
+
+
+class DualEncoder(nn.Module):
+    """One BERT-style encoder shared by queries and passages; an embedding is the mean of the
+    last hidden states over non-pad tokens. Built from a ``transformers.BertConfig`` and
+    trained from scratch, or loaded from a named checkpoint (``checkpoint``: a Hugging Face
+    name or local path; offline, a name fails at once, a local path works)."""
+
+    def __init__(self, vocab_size: int = 4000, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
+                 intermediate_size: int = 256, max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        if checkpoint:
+            from transformers import AutoModel
+
+            try:
+                self.bert = AutoModel.from_pretrained(checkpoint)
+            except OSError as exc:
+                raise FileNotFoundError(f"cannot load encoder checkpoint {checkpoint!r} (offline? pass a local path): "
+                                        f"{str(exc).splitlines()[0]}") from None
+        else:
+            from transformers import BertConfig, BertModel
+
+            config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                                num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                                max_position_embeddings=max_len, pad_token_id=pad_id)
+            self.bert = BertModel(config, add_pooling_layer=False)
+
+    @property
+    def dim(self) -> int:
+        return self.bert.config.hidden_size
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] token ids (right-padded with ``pad_id``) → [B, D] embeddings."""
+        mask = ids != self.pad_id  # [B, L]
+        length = int(mask.sum(1).max()) if len(ids) else 1
+        ids, mask = ids[:, :length], mask[:, :length]  # drop all-pad columns
+        hidden = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, L, D]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+@torch.inference_mode()
+def encode(encoder: nn.Module, tokens: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """[N, L] token ids → [N, D] embeddings (eval mode, no gradient), on the encoder's device."""
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    out = torch.cat([encoder(chunk.to(device)).float().cpu() for chunk in tokens.split(batch_size)])
+    encoder.train(was_training)
+    return out
+
+
+def retrieval_metrics(top_ids: torch.Tensor, top_scores: torch.Tensor, relevant: Sequence[Sequence[int]],
+                      ks: Sequence[int] = (1, 10, 100)) -> dict[str, float]:
+    """MRR@10, Recall@k and nDCG@10 (torchmetrics' retrieval metrics, binary relevance) of ranked
+    lists ``top_ids`` [Q, K] with ``top_scores`` [Q, K]. Relevant passages outside a query's top
+    K are appended below every retrieved one, so the metrics are exact for every cut-off ≤ K."""
+    from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
+
+    K = top_ids.shape[1]
+    if max(ks) > K or K < 10:
+        raise ValueError(f"need at least max(10, max(ks)) = {max(10, *ks)} candidates per query; got {K}")
+    if len(relevant) != len(top_ids):
+        raise ValueError(f"relevant lists ({len(relevant)}) and ranked lists ({len(top_ids)}) differ in number")
+    preds, target, indexes = [], [], []
+    for q, rel in enumerate(relevant):
+        rel_set = set(int(r) for r in rel)
+        ids = top_ids[q].tolist()
+        missing = sorted(rel_set - set(ids))
+        # rank = position in the list: scores K, K-1, ... (ties in raw scores keep the search order)
+        preds.append(torch.arange(K + len(missing), 0, -1, dtype=torch.float))
+        target.append(torch.tensor([i in rel_set for i in ids] + [True] * len(missing)))
+        indexes.append(torch.full((K + len(missing),), q, dtype=torch.long))
+    preds, target, indexes = torch.cat(preds), torch.cat(target), torch.cat(indexes)
+    out = {"mrr_at_10": RetrievalMRR(top_k=10), "ndcg_at_10": RetrievalNormalizedDCG(top_k=10)}
+    out.update({f"recall_at_k@k={k}": RetrievalRecall(top_k=k) for k in ks})
+    return {name: float(metric(preds, target, indexes=indexes)) for name, metric in out.items()}
+
+
+def evaluate(encoder: nn.Module, passage_tokens: torch.Tensor, query_tokens: torch.Tensor,
+             relevant: Sequence[Sequence[int]], k: int = 100, batch_size: int = 256) -> dict[str, float]:
+    """Encode the corpus, index it with faiss, search the queries' top ``k``; the retrieval
+    metrics plus ``encode_throughput`` (passages/s) and ``search_throughput`` (queries/s)."""
+    start = time.perf_counter()
+    p_emb = encode(encoder, passage_tokens, batch_size)
+    encode_s = time.perf_counter() - start
+    q_emb = encode(encoder, query_tokens, batch_size)
+    start = time.perf_counter()
+    ids, scores = search(build_index(p_emb), q_emb, k)
+    search_s = time.perf_counter() - start
+    out = retrieval_metrics(ids, scores, relevant)
+    out.update(encode_throughput=len(p_emb) / encode_s, search_throughput=len(q_emb) / max(search_s, 1e-9))
+    return out
+
+
+class DenseRetriever(L.LightningModule):
+    """Trains a :class:`DualEncoder` with ``contrastive_loss`` on one kind of negatives.
+
+    ``negatives``: ``"inbatch"`` uses the other queries' positives; the others draw
+    ``num_negatives`` passages per query from ``self.negative_source`` (an object with
+    ``sample(query_idx [B], n) -> [B, n]``: :class:`~lit_modules.ance.negatives.RandomNegatives`,
+    :class:`~lit_modules.ance.negatives.TableNegatives` of BM25's top passages, or the
+    :class:`~lit_modules.ance.refresh.AnnRefresh` callback). A batch is a tensor of training
+    query indices; :meth:`attach` gives the module the token tables they index.
+    """
+
+    def __init__(self, negatives: NegativeKind = "ann", num_negatives: int = 4, vocab_size: int = 4000,
+                 hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, intermediate_size: int = 256,
+                 max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None, lr: float = 1e-3,
+                 weight_decay: float = 0.01, warmup_steps: int = 10, max_steps: int = 200) -> None:
+        super().__init__()
+        if negatives not in NEGATIVE_KINDS:
+            raise ValueError(f"unknown negatives {negatives!r}; known: {', '.join(NEGATIVE_KINDS)}")
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
+        self.save_hyperparameters()
+        self.encoder = DualEncoder(vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_len, pad_id, checkpoint)
+        self.negative_source = None
+        self.passage_tokens = self.query_tokens = self.positive_ids = None
+
+    def attach(self, passage_tokens: torch.Tensor, query_tokens: torch.Tensor, positive_ids: torch.Tensor,
+               negative_source=None) -> "DenseRetriever":
+        """The corpus [P, Lp], the training queries [Q, Lq], their positives [Q], and where
+        negatives come from (not needed for in-batch negatives)."""
+        if self.hparams.negatives != "inbatch" and negative_source is None:
+            raise ValueError(f"negatives={self.hparams.negatives!r} needs a negative source; got None")
+        self.passage_tokens, self.query_tokens, self.positive_ids = passage_tokens, query_tokens, positive_ids
+        self.negative_source = negative_source
+        return self
+
+    def embed_batch(self, query_idx: torch.Tensor, negative_ids: torch.Tensor | None):
+        """(q [B, D], pos [B, D], neg [B, N, D]); ``negative_ids`` [B, N] or None (in-batch)."""
+        q = self.encoder(self.query_tokens[query_idx].to(self.device))
+        pos_ids = self.positive_ids[query_idx]
+        if negative_ids is None:
+            pos = self.encoder(self.passage_tokens[pos_ids].to(self.device))
+            return q, pos, in_batch_negatives(pos)
+        B, N = negative_ids.shape
+        passages = self.encoder(self.passage_tokens[torch.cat([pos_ids, negative_ids.reshape(-1)])].to(self.device))
+        return q, passages[:B], passages[B:].view(B, N, -1)
+
+    def negatives_for(self, query_idx: torch.Tensor) -> torch.Tensor | None:
+        if self.hparams.negatives == "inbatch":
+            return None
+        return self.negative_source.sample(query_idx.cpu(), self.hparams.num_negatives)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.passage_tokens is None:
+            raise RuntimeError("DenseRetriever.attach(...) must be called before training")
+        loss = contrastive_loss(*self.embed_batch(batch, self.negatives_for(batch)))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def configure_optimizers(self):
+        # AdamW with linear warm-up and decay, as the official code (its tiny lr is for a pretrained RoBERTa; from scratch needs more)
+        from transformers import get_linear_schedule_with_warmup
+
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = get_linear_schedule_with_warmup(opt, self.hparams.warmup_steps, max(self.hparams.max_steps, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

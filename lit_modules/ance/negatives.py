@@ -1,0 +1,181 @@
+"""ANCE's math: the contrastive loss, where negatives come from, and the searches behind them.
+
+Shapes: B queries in a batch, N negatives per query, D embedding size, Q queries, P passages,
+K retrieved candidates per query.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ANCE_DEPTH = 200  # negatives are drawn from the top-200 ANN passages (official code, run_ann_data_gen.py: topk_training)
+
+
+# --------------------------------------------------------------------------------------
+# The loss
+# --------------------------------------------------------------------------------------
+def contrastive_loss(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of −log softmax([q·pos, q·neg_1, …, q·neg_N])[0] (paper Eq. 2 with
+    the negative log likelihood loss, as the official code trains it).
+
+    q, pos: [B, D]; neg: [B, N, D] → a scalar.
+    """
+    if q.dim() != 2 or pos.shape != q.shape:
+        raise ValueError(f"q and pos must both be [B, D]; got {tuple(q.shape)} and {tuple(pos.shape)}")
+    if neg.dim() != 3 or neg.shape[0] != q.shape[0] or neg.shape[2] != q.shape[1]:
+        raise ValueError(f"neg must be [B, N, D] = [{q.shape[0]}, N, {q.shape[1]}]; got {tuple(neg.shape)}")
+    s_pos = (q * pos).sum(-1, keepdim=True)  # [B, 1]
+    s_neg = torch.einsum("bd,bnd->bn", q, neg)  # [B, N]
+    logits = torch.cat([s_pos, s_neg], dim=1)  # [B, 1 + N], the positive at position 0
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def in_batch_negatives(pos: torch.Tensor) -> torch.Tensor:
+    """The other queries' positives as negatives: [B, D] → [B, B−1, D] (row b drops pos[b])."""
+    B = pos.shape[0]
+    if B < 2:
+        raise ValueError(f"in-batch negatives need a batch of at least 2; got {B}")
+    keep = ~torch.eye(B, dtype=torch.bool, device=pos.device)  # [B, B]
+    return pos.unsqueeze(0).expand(B, B, -1)[keep].view(B, B - 1, -1)
+
+
+# --------------------------------------------------------------------------------------
+# Search: faiss (dense) and bm25s (sparse)
+# --------------------------------------------------------------------------------------
+def _f32(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+def build_index(passage_emb: torch.Tensor):
+    """An exact inner-product faiss index (``IndexFlatIP``, as the official code) of [P, D]."""
+    import faiss
+
+    if passage_emb.dim() != 2 or len(passage_emb) == 0:
+        raise ValueError(f"passage_emb must be a non-empty [P, D]; got {tuple(passage_emb.shape)}")
+    index = faiss.IndexFlatIP(passage_emb.shape[1])
+    index.add(_f32(passage_emb))
+    return index
+
+
+def search(index, query_emb: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` passages by dot product: (ids [Q, k] int64, scores [Q, k]), best first."""
+    if query_emb.dim() != 2 or query_emb.shape[1] != index.d:
+        raise ValueError(f"query_emb must be [Q, {index.d}]; got {tuple(query_emb.shape)}")
+    k = min(k, index.ntotal)
+    scores, ids = index.search(_f32(query_emb), k)
+    return torch.from_numpy(ids).long(), torch.from_numpy(scores)
+
+
+def bm25_index(passages: Sequence[str]):
+    """A bm25s index (Lucene's BM25, k1=1.5, b=0.75; English stop words removed)."""
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(list(passages), stopwords="en", show_progress=False), show_progress=False)
+    return retriever
+
+
+def bm25_search(retriever, queries: Sequence[str], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` passages by BM25 score: (ids [Q, k], scores [Q, k]); a query with no indexed
+    word gets zero scores over arbitrary passages."""
+    import bm25s
+
+    vocab = retriever.vocab_dict
+    tokens = [[t for t in q if t in vocab] for q in bm25s.tokenize(list(queries), stopwords="en", return_ids=False,
+                                                                   show_progress=False)]
+    k = min(k, int(retriever.scores["num_docs"]))
+    ids = np.zeros((len(tokens), k), dtype=np.int64)
+    scores = np.zeros((len(tokens), k), dtype=np.float32)
+    nonempty = [i for i, t in enumerate(tokens) if t]
+    if nonempty:
+        found, found_scores = retriever.retrieve([tokens[i] for i in nonempty], k=k, show_progress=False, n_threads=1)
+        ids[nonempty], scores[nonempty] = found, found_scores
+    for i in set(range(len(tokens))) - set(nonempty):
+        ids[i] = np.arange(k)
+    return torch.from_numpy(ids), torch.from_numpy(scores)
+
+
+# --------------------------------------------------------------------------------------
+# Negative samplers
+# --------------------------------------------------------------------------------------
+def sample_candidates(candidates: torch.Tensor, positive_ids: torch.Tensor, n: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` ids per row drawn uniformly without replacement from ``candidates`` [Q, K],
+    never the row's positive (``positive_ids`` [Q]; −1 entries, faiss's "none", are skipped)."""
+    if candidates.dim() != 2 or positive_ids.shape != (candidates.shape[0],):
+        raise ValueError(f"candidates must be [Q, K] and positive_ids [Q]; got {tuple(candidates.shape)} and {tuple(positive_ids.shape)}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    allowed = (candidates != positive_ids[:, None]) & (candidates >= 0)  # [Q, K]
+    left = allowed.sum(1)
+    if len(left) and int(left.min()) < n:
+        q = int(left.argmin())
+        raise ValueError(f"n={n} negatives requested, but query {q} has only {int(left[q])} candidates left "
+                         f"after removing its positive (depth {candidates.shape[1]})")
+    keys = torch.rand(candidates.shape, generator=generator)  # uniform keys; the n largest win
+    keys[~allowed] = -1.0
+    return candidates.gather(1, keys.topk(n, dim=1).indices)  # [Q, n]
+
+
+def hard_negatives(query_emb: torch.Tensor, passage_emb: torch.Tensor, positive_ids: torch.Tensor, n: int,
+                   depth: int = ANCE_DEPTH, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ANCE's negatives: ``n`` passage ids per query drawn uniformly from its top-``depth``
+    passages by dot product (searched with faiss), never its positive.
+
+    query_emb [Q, D], passage_emb [P, D], positive_ids [Q] → [Q, n]. ``depth`` above P is
+    clamped to P; ``n`` above what is left of a query's top-``depth`` after removing its
+    positive is a ``ValueError``.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1; got {depth}")
+    positive_ids = torch.as_tensor(positive_ids, dtype=torch.long)
+    if positive_ids.shape != (query_emb.shape[0],):
+        raise ValueError(f"positive_ids must be [Q] = [{query_emb.shape[0]}]; got {tuple(positive_ids.shape)}")
+    depth = min(depth, passage_emb.shape[0])
+    if n > depth:
+        raise ValueError(f"n={n} negatives requested from the top {depth} passages (depth clamped to P={passage_emb.shape[0]})")
+    ids, _ = search(build_index(passage_emb), query_emb, depth)  # [Q, depth]
+    return sample_candidates(ids, positive_ids, n, generator)
+
+
+def random_negatives(num_passages: int, positive_ids: torch.Tensor, n: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` passage ids per query uniform over the corpus without its positive (drawn with
+    replacement: a duplicate is as rare as for the paper's random negatives). [Q] → [Q, n]."""
+    if num_passages < 2:
+        raise ValueError(f"random negatives need at least 2 passages; got {num_passages}")
+    r = torch.randint(0, num_passages - 1, (len(positive_ids), n), generator=generator)  # [Q, n] over P−1 slots
+    return r + (r >= positive_ids[:, None]).long()  # skip the positive's slot
+
+
+class RandomNegatives:
+    """A negative source: fresh uniform random negatives every step."""
+
+    def __init__(self, num_passages: int, positive_ids: torch.Tensor, seed: int = 0) -> None:
+        self.num_passages, self.positive_ids = num_passages, positive_ids
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, query_idx: torch.Tensor, n: int) -> torch.Tensor:
+        return random_negatives(self.num_passages, self.positive_ids[query_idx], n, self.generator)
+
+
+class TableNegatives:
+    """A negative source over a fixed pool per training query (BM25's, or one ANN refresh's):
+    ``table`` [Q, pool]; each step draws ``n`` of a query's pool without replacement."""
+
+    def __init__(self, table: torch.Tensor, seed: int = 0) -> None:
+        if table.dim() != 2:
+            raise ValueError(f"a negative table is [Q, pool]; got {tuple(table.shape)}")
+        self.table = table
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, query_idx: torch.Tensor, n: int) -> torch.Tensor:
+        rows = self.table[query_idx]  # [B, pool]
+        if n > rows.shape[1]:
+            raise ValueError(f"n={n} negatives requested from a pool of {rows.shape[1]} per query")
+        pick = torch.rand(rows.shape, generator=self.generator).topk(n, dim=1).indices
+        return rows.gather(1, pick)  # [B, n]

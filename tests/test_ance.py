@@ -1,0 +1,322 @@
+"""ANCE (paper 7): tests that fail if the loss, the negative samplers, the index refresh, the
+retrieval metrics or the data loaders were wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.corpora import Article
+from datamodules.retrieval import (
+    RetrievalDataModule,
+    article_passages,
+    inverse_cloze,
+    load_beir,
+    load_msmarco,
+    load_retrieval,
+)
+from lit_modules.ance import (
+    AnnRefresh,
+    DenseRetriever,
+    DualEncoder,
+    TableNegatives,
+    bm25_index,
+    bm25_search,
+    contrastive_loss,
+    encode,
+    hard_negatives,
+    in_batch_negatives,
+    random_negatives,
+    retrieval_metrics,
+)
+
+
+# ------------------------------------------------------------------------------ the loss
+def test_contrastive_loss_equals_the_formula():
+    g = torch.Generator().manual_seed(0)
+    q, pos, neg = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    expected = 0.0
+    for b in range(3):
+        scores = [float(q[b] @ pos[b])] + [float(q[b] @ neg[b, j]) for j in range(4)]
+        expected += -(scores[0] - math.log(sum(math.exp(s) for s in scores)))
+    assert float(contrastive_loss(q, pos, neg)) == pytest.approx(expected / 3, rel=1e-5)
+
+
+def test_contrastive_loss_gradient_raises_the_positive_score():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(4, 8, generator=g)
+    pos = torch.randn(4, 8, generator=g, requires_grad=True)
+    neg = torch.randn(4, 3, 8, generator=g, requires_grad=True)
+    contrastive_loss(q, pos, neg).backward()
+    with torch.no_grad():
+        before_pos, before_neg = (q * pos).sum(-1), torch.einsum("bd,bnd->bn", q, neg)
+        after_pos = (q * (pos - 0.1 * pos.grad)).sum(-1)
+        after_neg = torch.einsum("bd,bnd->bn", q, neg - 0.1 * neg.grad)
+    assert (after_pos > before_pos).all() and (after_neg < before_neg).all()
+    # the gradient wrt pos is -(1 - p_pos) q / B: along +q
+    assert torch.allclose(torch.nn.functional.cosine_similarity(-pos.grad, q), torch.ones(4), atol=1e-5)
+
+
+def test_contrastive_loss_refuses_bad_shapes():
+    with pytest.raises(ValueError, match="neg must be"):
+        contrastive_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="q and pos"):
+        contrastive_loss(torch.zeros(2, 3), torch.zeros(3, 3), torch.zeros(2, 1, 3))
+
+
+def test_in_batch_negatives_are_the_other_positives():
+    pos = torch.arange(8.0).view(4, 2)
+    neg = in_batch_negatives(pos)
+    assert neg.shape == (4, 3, 2)
+    for b in range(4):
+        assert sorted(neg[b, :, 0].tolist()) == [pos[j, 0].item() for j in range(4) if j != b]
+
+
+# ------------------------------------------------------------------------------ negatives
+def small_space(P: int = 50, Q: int = 12, D: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(Q, D, generator=g), torch.randn(P, D, generator=g)
+
+
+def test_hard_negatives_come_from_the_top_depth_and_never_the_positive():
+    q, p = small_space()
+    scores = q @ p.T  # [Q, P]
+    positive = scores.argmax(1)  # the hardest case: the positive is the top passage
+    depth = 7
+    top = scores.topk(depth, dim=1).indices
+    for seed in range(5):
+        neg = hard_negatives(q, p, positive, n=4, depth=depth, generator=torch.Generator().manual_seed(seed))
+        assert neg.shape == (12, 4)
+        assert not (neg == positive[:, None]).any()
+        for i in range(12):
+            assert set(neg[i].tolist()) <= set(top[i].tolist())
+            assert len(set(neg[i].tolist())) == 4  # without replacement
+
+
+def test_hard_negatives_repeat_for_the_same_seed_and_vary_otherwise():
+    q, p = small_space()
+    positive = torch.zeros(12, dtype=torch.long)
+    a = hard_negatives(q, p, positive, 3, 20, torch.Generator().manual_seed(7))
+    b = hard_negatives(q, p, positive, 3, 20, torch.Generator().manual_seed(7))
+    c = hard_negatives(q, p, positive, 3, 20, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_hard_negatives_clamp_depth_and_refuse_too_many():
+    q, p = small_space(P=6)
+    positive = (q @ p.T).argmax(1)
+    neg = hard_negatives(q, p, positive, n=5, depth=200)  # depth clamped to 6; 5 left after the positive
+    assert sorted(neg[0].tolist()) == sorted(set(range(6)) - {int(positive[0])})
+    with pytest.raises(ValueError, match="n=6"):
+        hard_negatives(q, p, positive, n=6, depth=200)
+    with pytest.raises(ValueError, match="n=3"):
+        hard_negatives(q, p, positive, n=3, depth=3)  # the positive takes one of the top 3
+
+
+def test_random_negatives_never_return_the_positive_and_cover_the_rest():
+    positive = torch.tensor([0, 3, 4])
+    neg = random_negatives(5, positive, 400, torch.Generator().manual_seed(0))
+    for i in range(3):
+        assert set(neg[i].tolist()) == set(range(5)) - {int(positive[i])}
+
+
+def test_table_negatives_draw_from_the_query_pool():
+    table = torch.tensor([[1, 2, 3], [7, 8, 9]])
+    got = TableNegatives(table, seed=0).sample(torch.tensor([1, 0, 1]), 2)
+    assert set(got[0].tolist()) <= {7, 8, 9} and set(got[1].tolist()) <= {1, 2, 3} and len(set(got[2].tolist())) == 2
+    with pytest.raises(ValueError, match="pool of 3"):
+        TableNegatives(table).sample(torch.tensor([0]), 4)
+
+
+# ------------------------------------------------------------------------------ the refresh
+def tiny_encoder() -> DualEncoder:
+    torch.manual_seed(0)
+    return DualEncoder(vocab_size=40, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_len=12)
+
+
+def test_refreshed_index_answers_like_brute_force():
+    g = torch.Generator().manual_seed(0)
+    passages = torch.randint(5, 40, (30, 10), generator=g)
+    passages[:, 7:] = 0  # padding
+    queries = torch.randint(5, 40, (6, 5), generator=g)
+    encoder = tiny_encoder()
+    refresh = AnnRefresh(passages, queries, torch.arange(6), every=1, pool=4, depth=10)
+    refresh.launch(encoder, step=3)
+    refresh.wait()
+    refresh.adopt(step=5)
+    r = refresh.current
+    assert r.snapshot_step == 3 and refresh.stats()["refresh_lag"] == 2
+    scores, ids = r.index.search(encode(encoder, queries).numpy(), 5)
+    brute = encode(encoder, queries) @ encode(encoder, passages).T  # [Q, P]
+    top = brute.topk(5, dim=1)
+    assert torch.allclose(torch.from_numpy(scores), top.values, atol=1e-5)
+    assert torch.equal(torch.from_numpy(ids).long(), top.indices)
+    depth_sets = brute.topk(10, dim=1).indices
+    for i in range(6):  # the pool comes from the top 10 and avoids the positive
+        assert set(r.pool[i].tolist()) <= set(depth_sets[i].tolist()) and i not in r.pool[i].tolist()
+
+
+def test_the_snapshot_is_frozen_while_training_moves_on():
+    g = torch.Generator().manual_seed(0)
+    passages, queries = torch.randint(5, 40, (20, 8), generator=g), torch.randint(5, 40, (4, 5), generator=g)
+    encoder = tiny_encoder()
+    before = encode(encoder, passages)
+    refresh = AnnRefresh(passages, queries, torch.arange(4), every=1, pool=2, depth=5, synchronous=False)
+    refresh.launch(encoder, step=0)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(1.0)  # training moves on while the thread encodes
+    refresh.wait()
+    refresh.adopt(step=1)
+    assert torch.allclose(refresh.current.passage_emb, before, atol=1e-6)
+
+
+def test_dense_retriever_trains_with_the_ann_refresh_callback():
+    import lightning as L
+
+    g = torch.Generator().manual_seed(0)
+    passages, queries = torch.randint(5, 40, (30, 8), generator=g), torch.randint(5, 40, (16, 5), generator=g)
+    positive = torch.arange(16)
+    torch.manual_seed(0)
+    module = DenseRetriever(negatives="ann", num_negatives=2, vocab_size=40, hidden_size=8, num_layers=1, num_heads=2,
+                            intermediate_size=16, max_len=12, max_steps=6, warmup_steps=1)
+    fallback = TableNegatives(torch.arange(16, 30).repeat(16, 1)[:, :4])
+    refresh = AnnRefresh(passages, queries, positive, every=2, start=1, pool=3, depth=10, synchronous=True, fallback=fallback)
+    module.attach(passages, queries, positive, refresh)
+    loader = torch.utils.data.DataLoader(torch.arange(16), batch_size=4, shuffle=True)
+    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[refresh], accelerator="cpu")
+    trainer.fit(module, train_dataloaders=loader)
+    stats = refresh.stats()
+    # steps 0..5: BM25 fallback at step 0, refreshes at 1 and 3 (none on the last step: it would never be used)
+    assert stats["refreshes"] == 2 and stats["refresh_lag"] == 0 and stats["fallback_steps"] == 1
+    assert [r.snapshot_step for r in refresh.history] == [1, 3]
+    assert stats["index_staleness"] == pytest.approx((0 + 1 + 0 + 1 + 2) / 5)
+
+
+def test_dense_retriever_refuses_unknown_negatives():
+    with pytest.raises(ValueError, match="unknown negatives 'hard'"):
+        DenseRetriever(negatives="hard")
+
+
+# ------------------------------------------------------------------------------ metrics and BM25
+def test_retrieval_metrics_match_hand_computed_values():
+    ids = torch.arange(100).repeat(3, 1)  # every query ranks passages 0..99 in order
+    scores = -torch.arange(100.0).repeat(3, 1)
+    relevant = [[2], [0, 50], [150]]  # rank 3; ranks 1 and 51; not retrieved
+    m = retrieval_metrics(ids, scores, relevant)
+    assert m["mrr_at_10"] == pytest.approx((1 / 3 + 1 + 0) / 3)
+    assert m["recall_at_k@k=1"] == pytest.approx((0 + 0.5 + 0) / 3)
+    assert m["recall_at_k@k=10"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert m["recall_at_k@k=100"] == pytest.approx((1 + 1 + 0) / 3)
+    ndcg_q1 = 1 / math.log2(4)
+    ndcg_q2 = 1.0 / (1 + 1 / math.log2(3))  # one of two relevant at rank 1; ideal has both on top
+    assert m["ndcg_at_10"] == pytest.approx((ndcg_q1 + ndcg_q2 + 0) / 3)
+
+
+def test_bm25_finds_the_passage_that_shares_the_rare_words():
+    passages = ["the cat sat on the mat", "quantum chromodynamics of gluons", "a dog chased the ball", "stock markets fell"]
+    ids, _ = bm25_search(bm25_index(passages), ["gluons and chromodynamics", "which dog chased", "zzzz"], 2)
+    assert ids[0, 0] == 1 and ids[1, 0] == 2 and ids.shape == (3, 2)
+
+
+# ------------------------------------------------------------------------------ data
+def test_inverse_cloze_removes_the_query_and_splits_by_article():
+    sentence = "Sentence number {} of article {} talks about topic {}."
+    articles = [Article(f"A{a}", " ".join(sentence.format(i, a, a) for i in range(40))) for a in range(10)]
+    data = inverse_cloze(articles, passage_words=30, test_frac=0.3, split_seed=0)
+    assert len(data.test_queries) and len(data.train_queries)
+    for q, pid in zip(data.train_queries, data.train_positive):
+        assert q not in data.passages[pid] and q.split()[-1].rstrip(".") == data.passages[pid].split()[-1].rstrip(".")
+    train_articles = {data.passage_article[p] for p in data.train_positive}
+    test_articles = {data.passage_article[r[0]] for r in data.test_relevant}
+    assert not train_articles & test_articles and len(test_articles) == 3
+
+
+def test_article_passages_pack_whole_sentences():
+    text = " ".join(f"This is sentence {i} here." for i in range(23))  # 5 words each
+    passages = article_passages(text, passage_words=20)
+    assert [len(p) for p in passages] == [4, 4, 4, 4, 4, 3]
+    assert sum(passages, []) == [f"This is sentence {i} here." for i in range(23)]
+
+
+def test_gensim_wiki_counts_are_stable():
+    data = load_retrieval("gensim_wiki", max_passages_per_article=12)
+    assert data.counts() == {"passages": 1064, "train_queries": 857, "test_queries": 201}
+
+
+def test_msmarco_tsv_loader_reads_tiny_files(tmp_path):
+    (tmp_path / "collection.tsv").write_text("0\tthe cat sat\n1\tgluon physics\n2\tdogs bark\n")
+    (tmp_path / "queries.train.tsv").write_text("10\twhere did the cat sit\n")
+    (tmp_path / "queries.dev.small.tsv").write_text("20\twhat is a gluon\n21\tunjudged query\n")
+    (tmp_path / "qrels.train.tsv").write_text("10\t0\t0\t1\n")
+    (tmp_path / "qrels.dev.small.tsv").write_text("20\t0\t1\t1\n20\t0\t2\t0\n")
+    data = load_msmarco(tmp_path)
+    assert data.passages == ["the cat sat", "gluon physics", "dogs bark"]
+    assert data.train_queries == ["where did the cat sit"] and data.train_positive == [0]
+    assert data.test_queries == ["what is a gluon"] and data.test_relevant == [[1]]
+
+
+def test_beir_jsonl_loader_reads_tiny_files(tmp_path):
+    corpus = [{"_id": "d1", "title": "Cats", "text": "sit on mats"}, {"_id": "d2", "title": "", "text": "gluons bind quarks"}]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in corpus) + "\n")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "what binds quarks"}) + "\n"
+                                            + json.dumps({"_id": "q2", "text": "cats"}) + "\n")
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")
+    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td1\t1\n")
+    data = load_beir(tmp_path)
+    assert data.passages == ["Cats sit on mats", "gluons bind quarks"]
+    assert data.test_queries == ["what binds quarks"] and data.test_relevant == [[1]]
+    assert data.train_queries == ["cats"] and data.train_positive == [0]
+
+
+def test_loaders_fail_with_one_line_messages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="collection.tsv"):
+        load_msmarco(tmp_path)
+    with pytest.raises(FileNotFoundError, match="needs --data-dir"):
+        load_retrieval("msmarco")
+    with pytest.raises(ValueError, match="unknown retrieval dataset 'trec'"):
+        load_retrieval("trec")
+    (tmp_path / "collection.tsv").write_text("0 no tab here\n")
+    with pytest.raises(ValueError, match="expected 2 tab-separated columns"):
+        load_msmarco(tmp_path)
+
+
+def test_datamodule_tokenizes_with_cls_sep_and_padding(tmp_path):
+    (tmp_path / "collection.tsv").write_text("".join(f"{i}\tpassage number {i} about topic {i % 3}\n" for i in range(12)))
+    (tmp_path / "queries.train.tsv").write_text("".join(f"{i}\ttopic {i % 3} number {i}\n" for i in range(8)))
+    (tmp_path / "qrels.train.tsv").write_text("".join(f"{i}\t0\t{i}\t1\n" for i in range(8)))
+    (tmp_path / "queries.dev.tsv").write_text("100\tnumber 9\n")
+    (tmp_path / "qrels.dev.tsv").write_text("100\t0\t9\t1\n")
+    dm = RetrievalDataModule("msmarco", str(tmp_path), vocab_size=60, passage_max_len=8, query_max_len=6, batch_size=4).prepare()
+    cls_id, sep_id = dm.tokenizer.token_to_id("[CLS]"), dm.tokenizer.token_to_id("[SEP]")
+    assert dm.passage_tokens.shape == (12, 8) and dm.train_query_tokens.shape == (8, 6)
+    assert (dm.passage_tokens[:, 0] == cls_id).all() and (dm.passage_tokens == sep_id).sum(1).eq(1).all()
+    assert [len(b) for b in dm.train_dataloader()] == [4, 4]
+
+
+# ------------------------------------------------------------------------------ the verdict
+def verdict_rows(values: dict[str, list[float]], untrained: float = 0.01) -> pd.DataFrame:
+    rows = []
+    for variant, per_seed in values.items():
+        for seed, v in enumerate(per_seed):
+            rows.append(dict(variant=variant, seed=seed, metric="mrr_at_10", value=v, step=None))
+            if variant != "bm25":
+                rows.append(dict(variant=variant, seed=seed, metric="untrained_mrr_at_10", value=untrained, step=None))
+    return pd.DataFrame(rows)
+
+
+def test_verdict_uses_the_best_baseline_and_paired_seeds():
+    from benchmarks.specs.ance import claim_verdict
+
+    base = {"ance_sync": [0.3, 0.3], "random_neg": [0.2, 0.25], "inbatch_neg": [0.3, 0.32], "bm25_neg": [0.25, 0.26]}
+    assert claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]})).status == "holds"
+    v = claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.50, 0.52]}))
+    assert v.status == "does not hold" and "best baseline bm25" in v.evidence
+    assert claim_verdict(verdict_rows({**base, "ance": [0.355, 0.36], "bm25": [0.35, 0.35]})).status == "inconclusive"
+    assert claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]}, untrained=0.3)).status == "inconclusive"
