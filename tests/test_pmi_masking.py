@@ -508,12 +508,13 @@ def test_unigram_floor_is_the_cross_entropy_of_training_frequencies():
 # --------------------------------------------------------------------------------------
 # The verdict
 # --------------------------------------------------------------------------------------
-def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None) -> pd.DataFrame:
+def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_floor: float = 6.4) -> pd.DataFrame:
     rows = []
     for v in ("pmi", "random", "whole_word", "span"):
         for seed in (0, 1):
             rows.append(dict(variant=v, seed=seed, metric="shortcut_gap", value=gaps[v][seed], step=None))
             rows.append(dict(variant=v, seed=seed, metric="heldout_loss@mask=span", value=span_loss[v][seed], step=None))
+            rows.append(dict(variant=v, seed=seed, metric="floor_loss@mask=span", value=span_floor, step=None))
             rows.append(dict(variant=v, seed=seed, metric="below_floor", value=(below or {}).get(v, (0.8, 0.8))[seed], step=None))
     return pd.DataFrame(rows)
 
@@ -535,6 +536,9 @@ def test_verdict_rests_on_paired_shortcut_gaps_and_span_loss_of_trained_models()
     # a model on the unigram plateau makes everything inconclusive, whatever the gaps say
     plateau = claim_verdict(verdict_rows(gaps, worse, below={"random": (0.8, 0.1)}))
     assert plateau.status == "inconclusive" and "random seed 1 (0.10)" in plateau.evidence
+    # losses on random spans within 0.3 nats of the floor are not compared: PMI "worse" there says nothing
+    at_floor = claim_verdict(verdict_rows(gaps, worse, span_floor=5.8))
+    assert at_floor.status == "inconclusive" and "not below the floor by the margin" in at_floor.evidence
     # the span baseline is reported, not compared: its margin does not gate the verdict
     assert claim_verdict(verdict_rows(gaps, loss, below={"span": (0.05, 0.02)})).status == "holds"
     one_seed = verdict_rows(gaps, loss)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import math
+
 from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +60,13 @@ def paired(values: dict[str, dict[int, float]], baseline: str, metric: str) -> t
     return "unclear", diffs
 
 
+def learned_on(loss: dict[str, dict[int, float]], floor: dict[str, dict[int, float]], variants) -> bool:
+    """Every seed of every variant at least LEARNED_MARGIN nats below that masking's unigram floor:
+    losses at the floor say how a model guesses, not what it learned, and are not compared."""
+    return all(v in loss and all(x <= floor.get(v, {}).get(s, -math.inf) - LEARNED_MARGIN for s, x in loss[v].items())
+               for v in variants)
+
+
 def _show(values: dict[str, dict[int, float]]) -> str:
     return ", ".join(f"{v} " + "/".join(f"{x:.3f}" for _, x in sorted(values[v].items())) for v in SCHEMES if v in values)
 
@@ -72,6 +81,8 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
     for metric, values in (("shortcut_gap", gaps), ("heldout_loss@mask=span", span_loss)):
         for b in COMPARED:
             results[(metric, b)], diffs = paired(values, b, metric)
+            if metric.startswith("heldout_loss") and not learned_on(values, span_floor, ("pmi", b)):
+                results[(metric, b)] = "unclear: not below the floor by the margin"
             evidence.append(f"{metric} {b} − pmi per seed: " + "/".join(f"{d:+.3f}" for d in diffs) + f" ({results[(metric, b)]})")
     untrained = [f"{v} seed {s} ({x:.2f})" for v, xs in below.items() if v in JUDGED for s, x in xs.items() if x < LEARNED_MARGIN]
     untrained += [f"{v} (no rows)" for v in JUDGED if v not in below]
@@ -106,7 +117,8 @@ def pmi_masking() -> Benchmark:
             "is not compared). Then, against random-token and whole-word masking, two measures, each "
             "as per-seed paired differences (the same split, tokenizer, vocabulary and held-out masks): the shortcut gap "
             "(accuracy on one word of a PMI n-gram with the rest visible minus with the whole n-gram masked) and the "
-            "held-out loss on random spans (a masking neither trains on). PMI is better on a measure when every seed's "
+            "held-out loss on random spans (a masking neither trains on; compared only where both models are "
+            f"{LEARNED_MARGIN} nats below its floor in every seed). PMI is better on a measure when every seed's "
             f"difference favours it by more than {MIN_EFFECT['shortcut_gap']} (accuracy) / "
             f"{MIN_EFFECT['heldout_loss@mask=span']} nats, worse when every seed's goes the other way by as much. "
             "Holds if better on all four comparisons; does not hold if worse on any; else (or with fewer than two "
