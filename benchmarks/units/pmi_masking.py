@@ -251,7 +251,8 @@ def draw_matrix(ctx: UnitContext, rows: list[Measurement]) -> None:
         ax.set_xticks(range(len(EVAL_MASKINGS)), EVAL_MASKINGS, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(schemes)), schemes, fontsize=8)
         for (i, j), v in np.ndenumerate(data):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if im.norm(v) < 0.5 else "k")
+            r, g, b, _ = im.cmap(im.norm(v))
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="k" if 0.3 * r + 0.6 * g + 0.1 * b > 0.5 else "w")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("held-out masking", fontsize=8)
         fig.colorbar(im, ax=ax, shrink=0.8)
