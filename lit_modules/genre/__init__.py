@@ -8,7 +8,8 @@ constrained by a prefix trie of all KB titles (each ending with ``</s>``), so ev
 is a KB entity. Reproduced: the trie, constrained beam search through Hugging Face's
 ``generate``, the unconstrained ablation, a dual encoder with in-batch negatives and BM25.
 Not reproduced: BART-large pre-training and the BLINK/Wikipedia-abstract training data
-(the model is a small BART trained from scratch on the offline data); the KILT tasks.
+(the model is a small BART trained from scratch on the offline data, with BART's init_std
+scaled to its width, see :func:`bart_config`); the KILT tasks other than entity disambiguation.
 
 - :mod:`lit_modules.genre.trie` — :class:`Trie`;
 - :mod:`lit_modules.genre.models` — :class:`GenreModule`, :func:`generate_titles`,
