@@ -82,6 +82,9 @@ def drq() -> Benchmark:
         # MLPs of 128, batch 32; 13,000 environment steps = 1,000 random seed steps + 3,000 updates. Every other
         # hyper-parameter is DrQ's (Section 5.2 / the reference config.yaml). Learning on pendulum from pixels is
         # slow at this budget: with 4,000 updates (17,000 steps) drq went from -1,020 to about -740 (one seed).
+        # Measured (2 seeds, --jobs 2 --threads 1, on 2 cores shared with about ten other processes): 290-405 s per
+        # unit, 2,000 s of unit time; estimated from update timings at lower load, 60-95 s per unit on an idle
+        # 2-core machine (about 8 minutes of unit time, 4 minutes of wall time with --jobs 2). Not measured idle.
         defaults=dict(
             K=2, M=2, augment=True, pad=2, image_size=24, frame_stack=3, action_repeat=0, env_steps=13_000,
             seed_steps=1000, eval_every=2000, eval_episodes=4, batch_size=32, capacity=100_000, lr=1e-3,

@@ -10,7 +10,7 @@ RAD-style augmentation; pad 0 is plain SAC). Not reproduced: the paper's Atari (
 experiments and its ablations over other augmentations.
 
 Departures, flagged:
-- The critic loss is the mean over the M copies (the paper's Eq. 4: 1/(NM) Σ); the
+- The critic loss is the mean over the M copies (the paper's Algorithm 1: 1/(NM) Σ); the
   reference code sums them (a factor M on the critic's gradient, which Adam mostly absorbs).
 - The actor's own projection (Linear, LayerNorm, tanh) reads the critic's conv features
   detached; the reference ties the actor's conv weights to the critic's and detaches at the
