@@ -12,8 +12,10 @@ the verdict uses per-seed paired differences. ``ve_pc`` also samples at each snr
 The extra ``exact_score_mixture`` runs every sampler with the exact score of known mixtures.
 
 Quick preset: 1,600 training steps, 1,000 samples per FID, meant for 3 seeds (``--seeds 3``; the
-harness's default for quick is 2). Unit time (one thread, a busy 2-core machine): about 60-100 s
-per network and 15-25 s per 1,000 samples at 100 NFE.
+harness's default for quick is 2). Measured on an idle-ish 2-core machine: a network's 1,600
+steps take about 55 s on one thread (41 s on two), 1,000 samples at 100 NFE about 16 s (9 s);
+the whole quick preset (9 networks, 21 samplings, the extra) is about 12 minutes of unit time
+on 2 cores, twice the 6 the suite budget allows (see the issue 15 notes for what to cut).
 
 Feature spaces: with Inception weights (``fid_weights`` = the torch-fidelity .pth, or weights
 already in the torch hub cache) the metrics are ``fid_inception`` / ``is_inception`` /
@@ -166,8 +168,8 @@ def score_sde() -> Benchmark:
                    description="FID in the feature space of a small CNN trained on the same dataset "
                                "(torch-fidelity extractor iclrbench-clf-<dataset>); not Inception FID"),
             Metric("fid_floor_clf", False, kind="info",
-                   description="FID of the held-out real test images (360 digits) against the same reference: "
-                               "the level a perfect sampler reaches (above it for fewer images than n_samples)"),
+                   description="FID of the held-out real test images (360 for digits) against the same reference: "
+                               "the real-data level; biased upwards against n_samples = 1,000 (fewer images)"),
             Metric("fid_floor_inception", False, kind="info", description="the same floor with Inception-v3"),
             Metric("is_clf", True, tolerance=0.1, description="Inception Score formula on the classifier's logits"),
             Metric("kid_clf", False, tolerance=0.3, description="KID (polynomial kernel MMD) in the classifier's features"),
