@@ -72,6 +72,16 @@ class RetrievalData:
         if any(not rel for rel in self.test_relevant):
             raise ValueError("every test query needs at least one relevant passage; got an empty list")
 
+    def train_passage_ids(self) -> list[int]:
+        """Passages that unsupervised statistics may be computed from without seeing a held-out
+        query's article: with ``passage_article`` (gensim_wiki), every passage of an article
+        that has no test query; otherwise (MS MARCO, BEIR: queries are not tied to documents)
+        the whole corpus."""
+        if not self.passage_article:
+            return list(range(len(self.passages)))
+        held_out = {self.passage_article[i] for rel in self.test_relevant for i in rel}
+        return [p for p, a in enumerate(self.passage_article) if a not in held_out]
+
     def counts(self) -> dict[str, int]:
         return {"passages": len(self.passages), "train_queries": len(self.train_queries),
                 "test_queries": len(self.test_queries)}

@@ -30,8 +30,10 @@ from lit_modules.ance import (
     encode,
     hard_negatives,
     in_batch_negatives,
+    init_from_corpus,
     random_negatives,
     retrieval_metrics,
+    token_idf,
 )
 
 
@@ -196,6 +198,61 @@ def test_dense_retriever_trains_with_the_ann_refresh_callback():
     assert stats["refreshes"] == 2 and stats["refresh_lag"] == 0 and stats["fallback_steps"] == 1
     assert [r.snapshot_step for r in refresh.history] == [1, 3]
     assert stats["index_staleness"] == pytest.approx((0 + 1 + 0 + 1 + 2) / 5)
+
+
+# ------------------------------------------------------------------------------ corpus initialisation
+def test_token_idf_is_the_closed_form_and_zero_for_specials():
+    tokens = torch.tensor([[2, 5, 6, 5, 3, 0], [2, 5, 7, 3, 0, 0], [2, 8, 3, 0, 0, 0]])
+    idf = token_idf(tokens, vocab_size=10)
+    assert idf[5] == pytest.approx(math.log(4 / 3)) and idf[6] == pytest.approx(math.log(4 / 2))
+    assert idf[9] == pytest.approx(math.log(4 / 1)) and (idf[:5] == 0).all()
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 8\)"):
+        token_idf(tokens, vocab_size=8)
+
+
+def test_pooling_is_the_weighted_mean_of_hidden_states():
+    torch.manual_seed(0)
+    encoder = DualEncoder(vocab_size=20, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_len=8).eval()
+    ids = torch.tensor([[2, 7, 9, 3, 0], [2, 11, 3, 0, 0]])
+    with torch.no_grad():
+        encoder.pool_weight.weight.uniform_(0.5, 2.0)
+        out = encoder(ids)
+        for b in range(2):
+            n = int((ids[b] != 0).sum())
+            hidden = encoder.bert(input_ids=ids[b:b + 1, :n]).last_hidden_state[0]  # [n, D]
+            expected = (hidden * encoder.pool_weight(ids[b, :n])).sum(0) / n
+            assert torch.allclose(out[b], expected, atol=1e-5)
+
+
+def test_corpus_init_is_the_same_for_every_variant_and_sees_training_articles_only():
+    sentence = "Sentence number {} of article {} talks about topic{} word{}."
+    articles = [Article(f"A{a}", " ".join(sentence.format(i, a, a, i % 7) for i in range(40))) for a in range(10)]
+    data = inverse_cloze(articles, passage_words=30, test_frac=0.3, split_seed=0)
+    train_ids = data.train_passage_ids()
+    test_articles = {data.passage_article[r[0]] for r in data.test_relevant}
+    assert train_ids and all(data.passage_article[p] not in test_articles for p in train_ids)
+    assert {data.passage_article[p] for p in train_ids} == set(range(10)) - test_articles
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(5, 40, (len(data.passages), 12), generator=g)
+    states = []
+    for negatives in ("ann", "random", "inbatch", "bm25"):
+        torch.manual_seed(3)
+        module = DenseRetriever(negatives=negatives, vocab_size=40, hidden_size=8, num_layers=1, num_heads=2,
+                                intermediate_size=16, max_len=12)
+        init_from_corpus(module.encoder, tokens[train_ids])
+        states.append(module.encoder.state_dict())
+    assert all(torch.equal(states[0][k], s[k]) for s in states[1:] for k in states[0])
+    emb = module.encoder.bert.embeddings
+    assert (emb.position_embeddings.weight == 0).all() and (emb.token_type_embeddings.weight == 0).all()
+    # changing every held-out passage leaves the initialisation unchanged
+    changed = tokens.clone()
+    held_out = [p for p in range(len(tokens)) if p not in set(train_ids)]
+    changed[held_out] = 39
+    torch.manual_seed(3)
+    other = DualEncoder(vocab_size=40, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_len=12)
+    init_from_corpus(other, changed[train_ids])
+    assert torch.equal(other.pool_weight.weight, module.encoder.pool_weight.weight)
+    assert torch.equal(other.pool_weight.weight[:, 0], token_idf(tokens[train_ids], 40))
 
 
 def test_dense_retriever_refuses_unknown_negatives():

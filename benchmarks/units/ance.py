@@ -2,7 +2,9 @@
 The declaration is ``benchmarks/specs/ance.py``; the math ``lit_modules/ance/``; the data
 ``datamodules/retrieval.py``.
 
-Every dense variant starts from the same initial encoder (seeded by the run's seed), trains
+Every dense variant starts from the same initial encoder (seeded by the run's seed, then, with
+``init="corpus"``, given IDF pooling weights from the training articles' passages: the stand-in
+for a pre-trained encoder, :mod:`lit_modules.ance.pretrain`), trains
 the same number of steps with the same batch size, optimizer and number of negatives per
 query, and is evaluated on the held-out queries against the whole corpus; only where the
 negatives come from differs. ``bm25`` ranks with bm25s and trains nothing.
@@ -30,6 +32,7 @@ from lit_modules.ance import (
     encode,
     evaluate,
     hard_negatives,
+    init_from_corpus,
     random_negatives,
     retrieval_metrics,
     sample_candidates,
@@ -145,7 +148,11 @@ def run(ctx: UnitContext) -> list[Measurement]:
     torch.manual_seed(ctx.seed)  # the same initial encoder for every dense variant of a seed
     module = DenseRetriever(negatives=kind, num_negatives=cfg["num_negatives"], max_len=max(dm.passage_max_len, dm.query_max_len),
                             lr=cfg["lr"], weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
-                            max_steps=cfg["max_steps"], **{k: cfg[k] for k in MODEL_KEYS})
+                            max_steps=cfg["max_steps"], pool_lr=cfg["pool_lr"], **{k: cfg[k] for k in MODEL_KEYS})
+    if cfg["init"] == "corpus":  # deterministic given the seeded encoder: the same start for every dense variant
+        init_from_corpus(module.encoder, dm.passage_tokens[data.train_passage_ids()])
+    elif cfg["init"] != "none":
+        raise ValueError(f"init must be 'corpus' or 'none' (the checkpoint's or the seeded random weights); got {cfg['init']!r}")
     curve = RetrievalCurve(dm, cfg["eval_every"], cfg["eval_k"])
     callbacks: list[L.Callback] = [curve]
     refresh = None

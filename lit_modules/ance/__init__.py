@@ -15,13 +15,16 @@ background thread encodes the corpus with a snapshot and rebuilds the index whil
 goes on with the newest finished one; the lag is measured) and its synchronous ablation,
 and the baselines (BM25 with bm25s; random, in-batch and BM25 negatives).
 Not reproduced: RoBERTa-base pretraining (the encoder is a small BERT trained from scratch,
-mean-pooled rather than the first token, which trains far faster from scratch), the
+mean-pooled rather than the first token, which trains far faster from scratch; at quick it
+starts from an IDF-weighted pooling computed offline on the training articles, see
+:mod:`.pretrain`), the
 paper's multi-GPU Trainer/Inferencer split (here two threads of one process), and MS MARCO
 scale (run ``--dataset msmarco`` with the ``full`` preset for that; not checked on a GPU).
 
 Layout: :mod:`.negatives` (the math: loss, negative samplers, faiss search, BM25),
 :mod:`.model` (encoder, LightningModule, evaluation), :mod:`.refresh` (the asynchronous
-index refresh, a Lightning callback).
+index refresh, a Lightning callback), :mod:`.pretrain` (the corpus-statistics initialisation
+that stands in for a pre-trained encoder).
 """
 
 from lit_modules.ance.model import DenseRetriever, DualEncoder, encode, evaluate, retrieval_metrics
@@ -38,10 +41,11 @@ from lit_modules.ance.negatives import (
     sample_candidates,
     search,
 )
+from lit_modules.ance.pretrain import init_from_corpus, token_idf
 from lit_modules.ance.refresh import AnnRefresh
 
 __all__ = [
     "AnnRefresh", "DenseRetriever", "DualEncoder", "RandomNegatives", "TableNegatives", "bm25_index", "bm25_search",
     "build_index", "contrastive_loss", "encode", "evaluate", "hard_negatives", "in_batch_negatives",
-    "random_negatives", "retrieval_metrics", "sample_candidates", "search",
+    "init_from_corpus", "random_negatives", "retrieval_metrics", "sample_candidates", "search", "token_idf",
 ]

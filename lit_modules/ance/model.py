@@ -19,8 +19,10 @@ NEGATIVE_KINDS = ("ann", "random", "inbatch", "bm25")
 
 
 class DualEncoder(nn.Module):
-    """One BERT-style encoder shared by queries and passages; an embedding is the mean of the
-    last hidden states over non-pad tokens. Built from a ``transformers.BertConfig`` and
+    """One BERT-style encoder shared by queries and passages; an embedding is the weighted mean
+    of the last hidden states over non-pad tokens, sum_t w[id_t] h_t / n_tokens, with a learned
+    per-token weight ``pool_weight`` (1 at construction: the plain mean;
+    :func:`~lit_modules.ance.pretrain.init_from_corpus` sets it to the tokens' IDF). Built from a ``transformers.BertConfig`` and
     trained from scratch, or loaded from a named checkpoint (``checkpoint``: a Hugging Face
     name or local path; offline, a name fails at once, a local path works)."""
 
@@ -43,6 +45,8 @@ class DualEncoder(nn.Module):
                                 num_attention_heads=num_heads, intermediate_size=intermediate_size,
                                 max_position_embeddings=max_len, pad_token_id=pad_id)
             self.bert = BertModel(config, add_pooling_layer=False)
+        self.pool_weight = nn.Embedding(self.bert.config.vocab_size, 1)
+        nn.init.ones_(self.pool_weight.weight)
 
     @property
     def dim(self) -> int:
@@ -55,7 +59,8 @@ class DualEncoder(nn.Module):
         ids, mask = ids[:, :length], mask[:, :length]  # drop all-pad columns
         hidden = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, L, D]
         m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        w = self.pool_weight(ids).to(hidden.dtype) * m  # [B, L, 1]
+        return (hidden * w).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 @torch.inference_mode()
@@ -126,7 +131,8 @@ class DenseRetriever(L.LightningModule):
     def __init__(self, negatives: NegativeKind = "ann", num_negatives: int = 4, vocab_size: int = 4000,
                  hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, intermediate_size: int = 256,
                  max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.01, warmup_steps: int = 10, max_steps: int = 200) -> None:
+                 weight_decay: float = 0.01, warmup_steps: int = 10, max_steps: int = 200,
+                 pool_lr: float | None = None) -> None:
         super().__init__()
         if negatives not in NEGATIVE_KINDS:
             raise ValueError(f"unknown negatives {negatives!r}; known: {', '.join(NEGATIVE_KINDS)}")
@@ -174,6 +180,12 @@ class DenseRetriever(L.LightningModule):
         # AdamW with linear warm-up and decay, as the official code (its tiny lr is for a pretrained RoBERTa; from scratch needs more)
         from transformers import get_linear_schedule_with_warmup
 
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # ``pool_lr``: the pooling (term) weights in their own group, without weight decay (None: like the rest)
+        pool = [self.encoder.pool_weight.weight]
+        rest = [p for n, p in self.named_parameters() if n != "encoder.pool_weight.weight"]
+        pool_lr = self.hparams.get("pool_lr")
+        groups = [{"params": rest}] + ([{"params": pool, "lr": pool_lr, "weight_decay": 0.0}] if pool_lr is not None
+                                       else [{"params": pool}])
+        opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = get_linear_schedule_with_warmup(opt, self.hparams.warmup_steps, max(self.hparams.max_steps, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
