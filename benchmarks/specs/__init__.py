@@ -7,3 +7,6 @@ from benchmarks.specs import performer  # noqa: F401
 from benchmarks.specs import fedopt  # noqa: F401
 from benchmarks.specs import flyvec  # noqa: F401
 from benchmarks.specs import rims  # noqa: F401
+from benchmarks.specs import ance  # noqa: F401
+from benchmarks.specs import drq  # noqa: F401
+from benchmarks.specs import genre  # noqa: F401
