@@ -3,6 +3,10 @@
 Environments (``make_env``), each seen from pixels only, as uint8 [3·frame_stack, H, W]
 (the last ``frame_stack`` RGB frames stacked on channels), with ``action_repeat`` (the
 action is applied that many simulator steps, rewards summed) and actions in [-1, 1]:
+- ``point_reach`` (embedded, numpy only, the quick preset's task): a dot moved by velocity
+  control onto a randomly placed target, both drawn in the image (``PointReach``); reward
+  ``-distance`` per step, 50 steps per episode, action repeat 1. Easy to learn, but only
+  from the pixels: where the target is, is nowhere else.
 - ``pendulum`` (embedded, offline, fast): gymnasium's ``Pendulum-v1`` rendered headless
   (``render_mode="rgb_array"``, pygame) at twice ``image_size`` and area-downscaled 2x2,
   torque rescaled from [-2, 2]; 200 simulator steps per episode, no terminal states (the
@@ -35,7 +39,7 @@ GYM_TASKS = {"pendulum": "Pendulum-v1"}
 DMC_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2}
 # ours: 50 agent steps per 200-step episode; on pendulum with 4,000 updates repeat 4 reached -740 and repeat 2 -910
 # (random policy about -1,200), so 4 learns more per update, which is what a CPU budget buys
-DEFAULT_ACTION_REPEAT = {"pendulum": 4}
+DEFAULT_ACTION_REPEAT = {"pendulum": 4, "point_reach": 1}
 
 
 def default_action_repeat(name: str) -> int:
@@ -45,6 +49,59 @@ def default_action_repeat(name: str) -> int:
 
 
 # ------------------------------------------------------------------------------ sources
+class PointReach:
+    """``point_reach``: a dot moved to a randomly placed target, seen only in a small image.
+
+    The arena is the square [-1, 1]²; the dot (red channel) and the target (green channel)
+    are drawn as 3x3 squares centred at pixel ``round((x + 1) / 2 · (S - 1))`` (column from x,
+    row from y, row 0 at y = -1) on a black S x S image. Velocity control: the action
+    a ∈ [-1, 1]² moves the dot by ``speed · a`` (clipped to the arena). Reward per step
+    ``-‖dot - target‖₂`` after the move (in [-2√2, 0]); 50 steps per episode, no terminal
+    states (the time limit is a truncation). Starts: dot and target uniform in [-0.8, 0.8]²,
+    from ``np.random.default_rng(seed)`` at ``reset(seed)`` (the stream goes on at
+    ``reset(None)``). Pure numpy, deterministic for a seed.
+    """
+
+    def __init__(self, image_size: int, seed: int, speed: float = 0.15, episode_steps: int = 50) -> None:
+        self.image_size, self.seed, self.speed, self.episode_steps = image_size, seed, speed, episode_steps
+        self.action_dim = 2
+        self.low, self.high = -np.ones(2, np.float32), np.ones(2, np.float32)
+        self._rng = np.random.default_rng(seed)
+        self.pos, self.target, self.t = np.zeros(2), np.zeros(2), 0
+
+    def pixel(self, xy: np.ndarray) -> tuple[int, int]:
+        """(row, column) of a point's centre pixel."""
+        col, row = np.rint((np.asarray(xy, np.float64) + 1.0) / 2.0 * (self.image_size - 1)).astype(int)
+        return int(row), int(col)
+
+    def frame(self) -> np.ndarray:
+        s = self.image_size
+        img = np.zeros((3, s, s), np.uint8)
+        for channel, xy in ((1, self.target), (0, self.pos)):
+            r, c = self.pixel(xy)
+            img[channel, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = 255
+        return img
+
+    def reset(self, seed: int | None) -> np.ndarray:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.pos, self.target = self._rng.uniform(-0.8, 0.8, (2, 2))
+        self.t = 0
+        return self.frame()
+
+    def reward(self) -> float:
+        return -float(np.linalg.norm(self.pos - self.target))
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray | None, float, bool, bool]:
+        a = np.clip(np.asarray(action, np.float64).reshape(2), -1.0, 1.0)
+        self.pos = np.clip(self.pos + self.speed * a, -1.0, 1.0)
+        self.t += 1
+        return None, self.reward(), False, self.t >= self.episode_steps
+
+    def close(self) -> None:
+        pass
+
+
 class _GymPixels:
     """A gymnasium classic-control task as (frame, reward, terminated, truncated) per simulator step."""
 
@@ -173,13 +230,15 @@ def make_env(name: str, image_size: int = 84, frame_stack: int = 3, action_repea
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels; got {image_size}")
     repeat = action_repeat or default_action_repeat(name)
-    if name in GYM_TASKS:
-        source: Any = _GymPixels(GYM_TASKS[name], image_size, seed)
+    if name == "point_reach":
+        source: Any = PointReach(image_size, seed)
+    elif name in GYM_TASKS:
+        source = _GymPixels(GYM_TASKS[name], image_size, seed)
     elif "_" in name:
         domain, task = name.split("_", 1)
         source = _DMCPixels(domain, task, image_size, seed)
     else:
-        raise ValueError(f"unknown environment {name!r}; expected 'pendulum' or a DeepMind Control '<domain>_<task>' "
+        raise ValueError(f"unknown environment {name!r}; expected 'point_reach', 'pendulum' or a DeepMind Control '<domain>_<task>' "
                          "such as cartpole_swingup, reacher_easy")
     return PixelEnv(source, frame_stack, repeat)
 

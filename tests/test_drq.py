@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datamodules.rl import PixelEnv, ReplayBuffer, ReplayDataset, default_action_repeat, make_env
+from datamodules.rl import PixelEnv, PointReach, ReplayBuffer, ReplayDataset, default_action_repeat, make_env
 from lit_modules.drq import DrQAgent, augment, polyak, random_shift, sac_target, tanh_gaussian
 
 SHAPE = (9, 16, 16)
@@ -189,6 +189,71 @@ def test_agent_refuses_bad_k_m():
 
 
 # ---------------------------------------------------------------------- environments
+def test_point_reach_reset_is_deterministic_for_a_seed_and_starts_in_the_box():
+    a, b = make_env("point_reach", image_size=24, seed=0), make_env("point_reach", image_size=24, seed=5)
+    assert a.action_repeat == 1 and a.obs_shape == (9, 24, 24) and a.action_dim == 2
+    o1, o2 = a.reset(seed=7), b.reset(seed=7)
+    assert np.array_equal(o1, o2) and np.array_equal(a.source.pos, b.source.pos)
+    assert np.array_equal(a.source.target, b.source.target)
+    starts = set()
+    for s in range(20):
+        a.reset(seed=s)
+        assert np.all(np.abs(a.source.pos) <= 0.8) and np.all(np.abs(a.source.target) <= 0.8)
+        starts.add(tuple(a.source.pos.round(6)))
+    assert len(starts) == 20  # different seeds, different starts
+    a.reset(seed=3)
+    first = a.source.pos.copy()
+    a.reset()  # no seed: the stream goes on, a new start
+    assert not np.array_equal(first, a.source.pos)
+
+
+def test_point_reach_reward_velocity_control_and_time_limit():
+    env = make_env("point_reach", image_size=24, seed=0)
+    env.reset(seed=1)
+    src = env.source
+    src.pos, src.target = np.array([0.0, 0.0]), np.array([0.3, -0.4])
+    obs, reward, terminated, truncated = env.step(np.array([1.0, -0.5]))
+    np.testing.assert_allclose(src.pos, [0.15, -0.075])  # pos + 0.15·a
+    assert reward == pytest.approx(-math.hypot(0.3 - 0.15, -0.4 + 0.075))  # -‖dot - target‖ after the move
+    assert not terminated and not truncated
+    src.pos = np.array([0.95, -0.95])
+    env.step(np.array([1.0, -1.0]))
+    np.testing.assert_allclose(src.pos, [1.0, -1.0])  # clipped to the arena
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        env.step(np.array([1.2, 0.0]))  # actions outside the bounds are refused
+    env.reset(seed=2)
+    steps, done = 0, False
+    while not done:
+        _, reward, terminated, truncated = env.step(np.zeros(2))
+        steps += 1
+        done = terminated or truncated
+        assert not terminated and -2 * math.sqrt(2) <= reward <= 0
+    assert steps == 50 and truncated  # a time limit: truncated, never terminal
+
+
+def test_point_reach_render_draws_the_dot_red_and_the_target_green_at_their_pixels():
+    src = PointReach(image_size=24, seed=0)
+    src.reset(seed=0)
+    src.pos, src.target = np.array([-1.0, -1.0]), np.array([0.5, 0.0])
+    img = src.frame()
+    assert img.shape == (3, 24, 24) and img.dtype == np.uint8
+    # dot at (row, col) = (0, 0): a 3x3 square clipped at the corner; target at col round(1.5/2·23)=17, row round(11.5)=12
+    assert src.pixel(src.pos) == (0, 0) and src.pixel(src.target) == (12, 17)
+    red = np.zeros((24, 24), np.uint8)
+    red[0:2, 0:2] = 255
+    green = np.zeros((24, 24), np.uint8)
+    green[11:14, 16:19] = 255
+    assert np.array_equal(img[0], red) and np.array_equal(img[1], green) and not img[2].any()
+    # frame stack: the newest frame shows the move; the older ones the old position
+    env = make_env("point_reach", image_size=24, frame_stack=3, seed=0)
+    obs = env.reset(seed=4)
+    assert np.array_equal(obs[:3], obs[6:])
+    obs2, *_ = env.step(np.array([1.0, 1.0]))
+    assert np.array_equal(obs2[:6], obs[3:]) and np.array_equal(obs2[6:], env.source.frame())
+    r, c = env.source.pixel(env.source.pos)
+    assert obs2[6, r, c] == 255 and obs2[(7, *env.source.pixel(env.source.target))] == 255
+
+
 def test_pendulum_pixels_frame_stack_and_action_repeat():
     import gymnasium as gym
 
@@ -270,3 +335,8 @@ def test_verdict_rule():
     assert claim_verdict(df([-900, -950], [-300, -320])).status == "does not hold"
     assert claim_verdict(df([-500, -700], [-550, -650])).status == "inconclusive"
     assert "not learned" in claim_verdict(df([-1190, -1195], [-1400, -1410])).evidence
+    # point_reach's returns span about -51..-3: its band floor is 2, not 10
+    small = df([-10, -11], [-20, -21], rand=-50.0)
+    assert claim_verdict(small).status == "inconclusive"  # without a dataset column: the floor of 10
+    assert claim_verdict(small.assign(dataset="point_reach")).status == "holds"
+    assert claim_verdict(df([-45, -46], [-46, -47], rand=-50.0).assign(dataset="point_reach")).status == "inconclusive"

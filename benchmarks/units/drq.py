@@ -23,7 +23,7 @@ AGENT_KEYS = ("K", "M", "lr", "discount", "init_temperature", "feature_dim", "hi
               "num_layers", "critic_tau", "actor_update_every", "target_update_every")
 
 
-def environment(config: dict, data_dir: str | None, seed: int, name: str = "pendulum") -> RLDataModule:
+def environment(config: dict, data_dir: str | None, seed: int, name: str = "point_reach") -> RLDataModule:
     """The task's DataModule; the replay buffer holds every transition of the budget (up to ``capacity``)."""
     repeat = config["action_repeat"] or default_action_repeat(name)
     transitions = config["env_steps"] // repeat + 1
