@@ -96,8 +96,9 @@ def drq() -> Benchmark:
         # steps + 2,500 updates, evaluated every 500 steps on 8 episodes. Every other hyper-parameter is DrQ's
         # (Section 5.2 / the reference config.yaml). Measured (2 seeds, --jobs 2 --threads 1, 2 cores shared with
         # other work, load 4-8): return drq -15.7/-10.3, rad -16.7/-14.9, sac -33.6/-33.9, random policy -46.9/-47.3
-        # (verdict holds); 53-111 s per unit, 490 s of unit time, about 4 min of wall time. Not measured idle:
-        # estimated 40-55 s per unit there (about 4-5 min of unit time). Pendulum from pixels (--dataset
+        # (verdict holds); 53-111 s per unit, 490 s of unit time, about 4 min of wall time. One unit at a time at
+        # load about 2 (near idle): drq 50 s, sac 32 s (same returns), so about 4 min of unit time for the 6 units
+        # (rad between the two), 2 min of wall time with --jobs 2. Pendulum from pixels (--dataset
         # pendulum) does not learn at a CPU budget: with --set env_steps=13000 seed_steps=1000 eval_every=2000
         # (3,000 updates) drq -928, rad -1063, sac -798 against a random policy of about -1065.
         defaults=dict(
