@@ -15,7 +15,13 @@ queries by the inverse cloze task (ICT, Lee et al. 2019, arXiv 1906.00300):
    the sentence so that exact string match does not solve the task);
 3. articles are shuffled with ``split_seed`` and a fraction ``test_frac`` of them gives the
    held-out queries: no test query's article contributes a training query. The corpus
-   (every passage, with its query sentence removed) is searched in full at test time.
+   (every passage, with its query sentence removed) is searched in full at test time;
+4. with ``all_train_sentences=True``, every other sentence of at least ``min_query_words``
+   words of a *training* article's passage (of at least 3 sentences) is a training query
+   too, its positive the text of its own passage minus that sentence
+   (``RetrievalData.train_positive_text``; its ``train_positive`` is still the passage's
+   corpus id, never drawn as its negative). Step 2's draws, hence the corpus and the
+   held-out queries, are the same either way; held-out articles give no extra query.
 
 Real data from ``--data-dir``:
 - ``msmarco``: MS MARCO passage ranking TSV files: ``collection.tsv`` (pid, passage),
@@ -42,6 +48,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from datamodules import DatasetNotFoundError
 from datamodules.corpora import Article, load_wiki_articles
 from datamodules.text import split_sentences
 
@@ -60,6 +67,9 @@ class RetrievalData:
     test_relevant: list[list[int]]
     name: str = ""
     passage_article: list[int] = field(default_factory=list)  # gensim_wiki: the article of each passage
+    # the text of each training query's positive when it is not its corpus passage's (ICT with
+    # all_train_sentences: the passage minus the query sentence); empty: the corpus passages
+    train_positive_text: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         P = len(self.passages)
@@ -71,6 +81,8 @@ class RetrievalData:
             raise ValueError(f"relevant passage ids must be in [0, {P}); got {bad[:5]}")
         if any(not rel for rel in self.test_relevant):
             raise ValueError("every test query needs at least one relevant passage; got an empty list")
+        if self.train_positive_text and len(self.train_positive_text) != len(self.train_queries):
+            raise ValueError(f"train_positive_text has {len(self.train_positive_text)} texts for {len(self.train_queries)} training queries")
 
     def train_passage_ids(self) -> list[int]:
         """Passages that unsupervised statistics may be computed from without seeing a held-out
@@ -120,8 +132,10 @@ def inverse_cloze(
     test_frac: float = 0.2,
     split_seed: int = 0,
     name: str = "gensim_wiki",
+    all_train_sentences: bool = False,
 ) -> RetrievalData:
-    """The ICT procedure of the module's docstring over ``articles``."""
+    """The ICT procedure of the module's docstring over ``articles`` (step 4 with
+    ``all_train_sentences``)."""
     if not 0 < test_frac < 1:
         raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
     if max_passages_per_article is not None and max_passages_per_article < 1:
@@ -132,31 +146,41 @@ def inverse_cloze(
     test_articles = {int(a) for a in order[:n_test]}
     passages, passage_article = [], []
     train_q, train_pos, test_q, test_rel = [], [], [], []
+    train_text: list[str] = []  # each training query's positive text (step 4)
     for a, article in enumerate(articles):
         for sentences in article_passages(article.text, passage_words)[:max_passages_per_article]:
             eligible = [i for i, s in enumerate(sentences) if len(s.split()) >= min_query_words]
             pid = len(passages)
+            whole = sentences
             if len(sentences) >= 3 and eligible:
                 q = eligible[int(rng.integers(len(eligible)))]
+                sentences = whole[:q] + whole[q + 1:]
                 if a in test_articles:
-                    test_q.append(sentences[q])
+                    test_q.append(whole[q])
                     test_rel.append([pid])
                 else:
-                    train_q.append(sentences[q])
+                    train_q.append(whole[q])
                     train_pos.append(pid)
-                sentences = sentences[:q] + sentences[q + 1:]
+                    train_text.append(" ".join(sentences))
+                    if all_train_sentences:  # step 4: the passage's other sentences, no draw (step 2's stay the same)
+                        for j in eligible:
+                            if j != q:
+                                train_q.append(whole[j])
+                                train_pos.append(pid)
+                                train_text.append(" ".join(whole[:j] + whole[j + 1:]))
             passages.append(" ".join(sentences))
             passage_article.append(a)
     if not train_q or not test_q:
         raise ValueError(f"the inverse cloze task found {len(train_q)} training and {len(test_q)} test queries in "
                          f"{len(articles)} articles; need at least one of each (more or longer articles)")
-    return RetrievalData(passages, train_q, train_pos, test_q, test_rel, name, passage_article)
+    return RetrievalData(passages, train_q, train_pos, test_q, test_rel, name, passage_article,
+                         train_text if all_train_sentences else [])
 
 
 def load_gensim_wiki(passage_words: int = 100, max_passages_per_article: int | None = None, min_query_words: int = 6,
-                     test_frac: float = 0.2, split_seed: int = 0) -> RetrievalData:
+                     test_frac: float = 0.2, split_seed: int = 0, all_train_sentences: bool = False) -> RetrievalData:
     return inverse_cloze(load_wiki_articles(), passage_words, max_passages_per_article, min_query_words, test_frac,
-                         split_seed, "gensim_wiki")
+                         split_seed, "gensim_wiki", all_train_sentences)
 
 
 # --------------------------------------------------------------------------------------
@@ -167,7 +191,7 @@ def _first(root: Path, names: Sequence[str], what: str) -> Path:
         for path in (root / n, *sorted(root.glob(f"*/{n}"))):
             if path.is_file():
                 return path
-    raise FileNotFoundError(f"no {what} under {root}: expected one of {', '.join(names)}")
+    raise DatasetNotFoundError(f"no {what} under {root}: expected one of {', '.join(names)}")
 
 
 def _read_tsv(path: Path, columns: int) -> list[list[str]]:
@@ -266,9 +290,26 @@ def load_retrieval(name: str, data_dir: str | os.PathLike | None = None, **wiki_
         raise ValueError(f"unknown retrieval dataset {name!r}; known: {', '.join(RETRIEVAL_DATASETS)}")
     if name == "gensim_wiki":
         return load_gensim_wiki(**wiki_options)
-    if data_dir is None:
-        raise FileNotFoundError(f"dataset {name!r} needs --data-dir (its TSV/JSONL files); got none")
+    check_files(name, data_dir)
     return (load_msmarco if name == "msmarco" else load_beir)(data_dir)
+
+
+def check_files(name: str, data_dir: str | os.PathLike | None) -> None:
+    """Within milliseconds, a :class:`~datamodules.DatasetNotFoundError` naming what is missing
+    when ``data_dir`` lacks a file that ``name`` needs (the CLI checks this before any unit)."""
+    if name == "gensim_wiki":
+        return
+    if data_dir is None:
+        raise DatasetNotFoundError(f"dataset {name!r} needs --data-dir (its TSV/JSONL files); got none")
+    root = Path(data_dir)
+    if name == "msmarco":
+        _first(root, ["collection.tsv"], "MS MARCO collection")
+        _first(root, ["queries.dev.small.tsv", "queries.dev.tsv"], "MS MARCO dev queries")
+        _first(root, ["qrels.dev.small.tsv", "qrels.dev.tsv"], "MS MARCO dev qrels")
+    else:
+        _first(root, ["corpus.jsonl"], "BEIR corpus")
+        _first(root, ["queries.jsonl"], "BEIR queries")
+        _first(root, ["qrels/test.tsv", "qrels/dev.tsv"], "BEIR qrels")
 
 
 # --------------------------------------------------------------------------------------
@@ -328,6 +369,8 @@ class RetrievalDataModule(L.LightningDataModule):
             keep = np.sort(rng.permutation(len(data.train_queries))[: self.max_train_queries])
             data.train_queries = [data.train_queries[i] for i in keep]
             data.train_positive = [data.train_positive[i] for i in keep]
+            if data.train_positive_text:
+                data.train_positive_text = [data.train_positive_text[i] for i in keep]
         if self.max_test_queries is not None and len(data.test_queries) > self.max_test_queries:
             keep = np.sort(np.random.default_rng(0).permutation(len(data.test_queries))[: self.max_test_queries])
             data.test_queries = [data.test_queries[i] for i in keep]
@@ -339,8 +382,15 @@ class RetrievalDataModule(L.LightningDataModule):
         self.train_query_tokens = tokenize(self.tokenizer, data.train_queries, self.query_max_len)  # [Q, Lq]
         self.test_query_tokens = tokenize(self.tokenizer, data.test_queries, self.query_max_len)  # [Qt, Lq]
         self.train_positive = torch.as_tensor(data.train_positive, dtype=torch.long)  # [Q]
+        # [Q, Lp] each training query's positive: its corpus passage, or its own text (ICT, all_train_sentences)
+        self.train_positive_tokens = (tokenize(self.tokenizer, data.train_positive_text, self.passage_max_len)
+                                      if data.train_positive_text else self.passage_tokens[self.train_positive])
         self.data = data
         return self
+
+    def prepare_data(self) -> None:
+        """Only checks that a real dataset's files are there (the harness's preflight)."""
+        check_files(self.name, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

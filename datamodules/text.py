@@ -18,7 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import lightning as L
 import numpy as np
@@ -33,35 +33,46 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in BE
 # --------------------------------------------------------------------------------------
 # Tokenizer and word <-> token spans
 # --------------------------------------------------------------------------------------
-def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = True, cache: bool = True):
-    """A BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts``.
+def cached_tokenizer(kind: str, settings: str, texts: Sequence[str], build: Callable[[], Any], cache: bool = True):
+    """``build()`` (a trained ``tokenizers.Tokenizer``), cached on disk under :func:`cache_dir`
+    as ``<kind>-<hash>.json`` by a hash of ``settings`` and ``texts``, so every subprocess of a
+    run loads the same tokenizer; written atomically. ``cache=False``: always build, never save."""
+    from tokenizers import Tokenizer
 
-    Cached on disk under :func:`cache_dir` by a hash of the texts and settings, so every
-    subprocess of a run loads the same tokenizer. Special tokens are ``SPECIAL_TOKENS``
-    with ids 0..4.
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    if vocab_size < len(SPECIAL_TOKENS) + 26:
-        raise ValueError(f"vocab_size must be >= {len(SPECIAL_TOKENS) + 26}, got {vocab_size}")
-    digest = hashlib.sha256(f"{vocab_size}|{lowercase}|".encode())
+    digest = hashlib.sha256(settings.encode())
     for t in texts:
         digest.update(t.encode())
         digest.update(b"\0")
-    path = cache_dir() / f"wordpiece-{digest.hexdigest()[:16]}.json"
+    path = cache_dir() / f"{kind}-{digest.hexdigest()[:16]}.json"
     if cache and path.exists():
         return Tokenizer.from_file(str(path))
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok = build()
     if cache:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tok.save(str(tmp))
         os.replace(tmp, path)
     return tok
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = True, cache: bool = True):
+    """A BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts`` (cached: see
+    :func:`cached_tokenizer`). Special tokens are ``SPECIAL_TOKENS`` with ids 0..4.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < len(SPECIAL_TOKENS) + 26:
+        raise ValueError(f"vocab_size must be >= {len(SPECIAL_TOKENS) + 26}, got {vocab_size}")
+
+    def build():
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        return tok
+
+    return cached_tokenizer("wordpiece", f"{vocab_size}|{lowercase}|", texts, build, cache)
 
 
 def _words_from_encoding(text: str, enc) -> tuple[list[str], list[list[int]]]:

@@ -178,6 +178,23 @@ def test_cifar10_without_files_or_network_fails_fast_saying_where(tmp_path, monk
     assert "cifar-10-batches-py" in err and str(tmp_path) in err
 
 
+@pytest.mark.parametrize("bench,dataset,needle", [
+    ("genre", "aida", "aidayago2-train-kilt.jsonl"),
+    ("genre", "wned", "wned-dev-kilt.jsonl"),
+    ("ance", "msmarco", "collection.tsv"),
+    ("ance", "beir", "corpus.jsonl"),
+])
+def test_missing_text_datasets_fail_before_any_unit(bench, dataset, needle, tmp_path, capsys):
+    """KILT / MS MARCO / BEIR files missing: exit 3 with one line naming the file, no unit run."""
+    start = time.perf_counter()
+    out = tmp_path / "out"
+    code = main(["run", bench, "--dataset", dataset, "--data-dir", str(tmp_path), "--preset", "smoke", "--out", str(out)])
+    assert code == 3 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert needle in err and str(tmp_path) in err and err.count("\n") == 1
+    assert not any(out.rglob("summary.csv"))
+
+
 # ------------------------------------------------------------------------------ runner
 @pytest.mark.slow
 def test_failures_become_error_rows_and_the_suite_goes_on(tmp_path, toy_env):
