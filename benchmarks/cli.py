@@ -31,7 +31,13 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise CliError(f"--set expects KEY=VALUE (or BENCHMARK.KEY=VALUE); got {item!r}")
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; a user means the number
+            try:
+                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") else value
+            except ValueError:
+                pass
+        out[key.strip()] = value
     return out
 
 

@@ -89,6 +89,10 @@ def overrides_for(bench: Benchmark, overrides: dict[str, Any], names: list[str])
             if scope != bench.name:
                 continue
         lookup(f"config key of {bench.name} (--set)", bench.defaults, k)
+        default = bench.defaults[k]
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None \
+                and not isinstance(value, (int, float)):
+            raise ValueError(f"--set {key}: expected a number (the default is {default!r}); got {value!r}")
         mine[k] = value
     return mine
 

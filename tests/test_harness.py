@@ -160,11 +160,19 @@ def test_primary_vs_baseline_uses_the_seed_band():
     (["run", "vit", "--dataset", "imagenet"], "unknown dataset of vit 'imagenet'"),
     (["run", "vit", "--set", "nope=1"], "unknown config key"),
     (["run", "vit", "--set", "justakey"], "KEY=VALUE"),
+    (["run", "vit", "--set", "lr=fast"], "expected a number"),
 ])
 def test_bad_names_exit_two_with_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_set_reads_exponent_numbers_as_numbers():
+    from benchmarks.cli import _parse_set
+
+    assert _parse_set(["lr=1e-3", "a.b=2", "x=null", "name=ddpm", "f=3.5E+2"]) == {"lr": 1e-3, "a.b": 2, "x": None,
+                                                                                   "name": "ddpm", "f": 350.0}
 
 
 def test_cifar10_without_files_or_network_fails_fast_saying_where(tmp_path, monkeypatch, capsys):
