@@ -310,6 +310,12 @@ def train_bpe(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = Tr
 # Tokenised examples and the DataModule
 # --------------------------------------------------------------------------------------
 PAD_ID, EOS_ID = 1, 2
+# How the model input is laid out. "context" is GENRE's ``left [START_ENT] mention [END_ENT] right``.
+# "mention_first" moves the marked mention to the front, ``[START_ENT] mention [END_ENT] left right``:
+# a stand-in for BART's pre-training at CPU scale, where a seq2seq trained from scratch must first
+# learn to copy from wherever the mention sits (quick, 500 steps: acc@1 0.03 with the context order,
+# 0.43 mention-first; the dual encoder gets the same input).
+SOURCE_ORDERS = ("context", "mention_first")
 
 
 class EntityDataModule(L.LightningDataModule):
@@ -323,8 +329,11 @@ class EntityDataModule(L.LightningDataModule):
 
     def __init__(self, name: str = "gensim_wiki", data_dir: str | None = None, seed: int = 0, context_words: int = 8,
                  max_source_len: int = 64, vocab_size: int = 8000, lowercase: bool = True, batch_size: int = 32,
-                 max_train_mentions: int | None = None):
+                 max_train_mentions: int | None = None, source_order: str = "context"):
         super().__init__()
+        if source_order not in SOURCE_ORDERS:
+            raise ValueError(f"source_order must be one of {', '.join(SOURCE_ORDERS)}; got {source_order!r}")
+        self.source_order = source_order
         self.max_train_mentions = max_train_mentions
         if name not in ENTITY_DATASETS:
             raise ValueError(f"unknown entity dataset {name!r}; known: {', '.join(ENTITY_DATASETS)}")
@@ -354,7 +363,9 @@ class EntityDataModule(L.LightningDataModule):
 
     def encode_sources(self, mentions: Sequence[Mention]) -> list[list[int]]:
         """Token ids of ``left [START_ENT] mention [END_ENT] right`` (``context_words`` words each
-        side), cut to ``max_source_len`` tokens: the mention first, then the context evenly."""
+        side), cut to ``max_source_len`` tokens: the mention first, then the context evenly.
+        ``source_order="mention_first"``: the same tokens as ``[START_ENT] mention [END_ENT] left
+        right`` (see :data:`SOURCE_ORDERS`)."""
         cw = self.context_words
         lefts = [" ".join(m.left.split()[-cw:]) if cw > 0 else "" for m in mentions]
         rights = [" ".join(m.right.split()[:cw]) if cw > 0 else "" for m in mentions]
@@ -366,7 +377,9 @@ class EntityDataModule(L.LightningDataModule):
             room = self.max_source_len - 2 - len(mention)
             n_right = min(len(right), max(room // 2, room - len(left)))
             n_left = min(len(left), room - n_right)
-            out.append(left[len(left) - n_left :] + [start] + mention + [end] + right[:n_right])
+            marked = [start] + mention + [end]
+            left = left[len(left) - n_left :]
+            out.append(marked + left + right[:n_right] if self.source_order == "mention_first" else left + marked + right[:n_right])
         return out
 
     def dataset(self, mentions: Sequence[Mention]) -> list[tuple[list[int], int]]:

@@ -22,6 +22,7 @@ from datamodules.entities import (
     wiki_redirects,
 )
 from lit_modules.genre import GenreModule, Trie, generate_titles, in_batch_loss
+from lit_modules.genre.models import END_ENT_ID, START_ENT_ID, mention_span, shift_right
 
 EOS = 2
 
@@ -93,11 +94,13 @@ def test_trie_refuses_empty_sequences_and_negative_ids():
 
 
 # ------------------------------------------------------------------------------ constrained decoding
+@pytest.mark.parametrize("pre_norm", [False, True])
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_constrained_decoding_of_an_untrained_model_only_yields_kb_titles(num_beams):
+def test_constrained_decoding_of_an_untrained_model_only_yields_kb_titles(num_beams, pre_norm):
     torch.manual_seed(0)
     vocab = 40
-    model = GenreModule(vocab_size=vocab, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0).model
+    model = GenreModule(vocab_size=vocab, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0,
+                        pre_norm=pre_norm).model
     rng = random.Random(1)
     titles = [[rng.randrange(6, vocab) for _ in range(rng.randint(1, 4))] + [EOS] for _ in range(12)]
     titles += [[10, 11, EOS], [10, 11, 12, EOS], [10, 11, 12, 13, EOS]]  # titles that prefix others
@@ -112,16 +115,58 @@ def test_constrained_decoding_of_an_untrained_model_only_yields_kb_titles(num_be
     assert any(b not in kb for beams in free for b in beams)  # the trie, not luck, keeps outputs in the KB
 
 
-def test_constrained_decoding_can_stop_at_a_title_that_prefixes_another():
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_constrained_decoding_can_stop_at_a_title_that_prefixes_another(pre_norm):
     """Bias the untrained model's output layer towards </s>: the short title must come out."""
     torch.manual_seed(0)
-    model = GenreModule(vocab_size=30, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0).model
+    model = GenreModule(vocab_size=30, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0,
+                        pre_norm=pre_norm).model
     with torch.no_grad():
         model.final_logits_bias[0, EOS] = 50.0
     trie = Trie([[10, 11, EOS], [10, 11, 12, EOS]])
     ids = torch.randint(6, 30, (4, 5))
     out = generate_titles(model, ids, torch.ones_like(ids), 1, trie.max_length, trie)
     assert [beams[0] for beams in out] == [(10, 11, EOS)] * 4
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_teacher_forcing_shifts_labels_as_transformers_does(pre_norm):
+    """Our decoder inputs and loss equal BART's / mBART's own (labels=...) with no label smoothing."""
+    torch.manual_seed(0)
+    module = GenreModule(vocab_size=30, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0,
+                         label_smoothing=0.0, pre_norm=pre_norm)
+    labels = torch.tensor([[7, 8, 9, EOS], [10, EOS, -100, -100]])
+    assert shift_right(labels).tolist() == [[EOS, 7, 8, 9], [EOS, 10, EOS, 1]]
+    batch = dict(input_ids=torch.randint(6, 30, (2, 5)), attention_mask=torch.ones(2, 5, dtype=torch.long), labels=labels)
+    expected = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    assert torch.allclose(module.loss(batch), expected, atol=1e-6)
+
+
+def test_mention_span_covers_the_marked_tokens_only():
+    S, E = START_ENT_ID, END_ENT_ID
+    ids = torch.tensor([[S, 7, 8, E, 9, 10, 1], [11, 12, S, 13, E, 14, 1], [11, 12, 13, 1, 1, 1, 1]])
+    mask = (ids != 1).long()
+    assert mention_span(ids, mask).long().tolist() == [[1, 1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_dual_encoder_pools_a_mention_over_its_span_and_a_title_over_all_tokens(pre_norm):
+    from lit_modules.genre import DualEncoderModule
+
+    torch.manual_seed(0)
+    de = DualEncoderModule(vocab_size=30, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0,
+                           pre_norm=pre_norm).eval()
+    ids = torch.tensor([[START_ENT_ID, 7, 8, END_ENT_ID, 9, 10, 1]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        h = de.mention_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]
+        assert torch.allclose(de.encode_mentions(ids, mask)[0], h[:4].mean(0), atol=1e-6)
+        de.hparams.pool = "mean"
+        assert torch.allclose(de.encode_mentions(ids, mask)[0], h[:6].mean(0), atol=1e-6)
+        t = de.title_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]
+        assert torch.allclose(de.encode_titles(ids, mask)[0], t[:6].mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="pool"):
+        DualEncoderModule(vocab_size=30, d_model=16, pool="cls")
 
 
 # ------------------------------------------------------------------------------ in-batch negatives
@@ -222,3 +267,12 @@ def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
     module = GenreModule(vocab_size=dm.tokenizer.get_vocab_size(), d_model=16, layers=1, heads=2, ffn_dim=32)
     loss = module.loss(batch)
     assert math.isfinite(loss.item())
+    # mention first: the same tokens, the marked mention moved to the front
+    first = EntityDataModule("aida", str(tmp_path), context_words=2, vocab_size=300, source_order="mention_first")
+    first.setup()
+    start, end = dm.tokenizer.token_to_id("[START_ENT]"), dm.tokenizer.token_to_id("[END_ENT]")
+    for a, b in zip(dm.encode_sources(dm.data.train), first.encode_sources(first.data.train)):
+        i, j = a.index(start), a.index(end)
+        assert b == a[i : j + 1] + a[:i] + a[j + 1 :] and b[0] == start
+    with pytest.raises(ValueError, match="source_order"):
+        EntityDataModule("aida", str(tmp_path), source_order="reversed")

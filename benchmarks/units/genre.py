@@ -27,7 +27,7 @@ from datamodules.entities import EntityDataModule, Mention, alias_table, mark_me
 from lit_modules.genre import DualEncoderModule, GenreModule, Trie, bm25_index, bm25_search, generate_titles, title_index
 from lit_modules.genre.models import bm25_index_bytes, faiss_index_bytes, pad_batch
 
-ARCH_KEYS = ("d_model", "layers", "heads", "ffn_dim", "max_positions", "dropout")
+ARCH_KEYS = ("d_model", "layers", "heads", "ffn_dim", "max_positions", "dropout", "pre_norm")
 MB = 2**20
 
 
@@ -36,7 +36,7 @@ def entities(config: dict, data_dir: str | None, seed: int, name: str = "gensim_
     return EntityDataModule(name=name, data_dir=data_dir, seed=seed, context_words=config["context_words"],
                             max_source_len=config["max_source_len"], vocab_size=config["vocab_size"],
                             lowercase=config["lowercase"], batch_size=config["batch_size"],
-                            max_train_mentions=config["max_train_mentions"])
+                            max_train_mentions=config["max_train_mentions"], source_order=config["source_order"])
 
 
 # ------------------------------------------------------------------------------ caching
@@ -83,7 +83,7 @@ def trained_genre(ctx: UnitContext, dm: EntityDataModule) -> tuple[GenreModule, 
               weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"], max_steps=cfg["max_steps"],
               **{k: cfg[k] for k in ARCH_KEYS})
     key = _key(hp, dm.name, cfg["context_words"], cfg["max_source_len"], cfg["lowercase"], cfg["batch_size"],
-               cfg["grad_clip"], ctx.seed)
+               cfg["grad_clip"], cfg["source_order"], ctx.seed)
     path = Path(ctx.artifacts_dir) / "cache" / f"genre-{key}-seed{ctx.seed}.pt"
 
     def train() -> dict:
@@ -102,7 +102,8 @@ def trained_dual_encoder(ctx: UnitContext, dm: EntityDataModule) -> tuple[DualEn
     cfg = ctx.config
     torch.manual_seed(ctx.seed)
     module = DualEncoderModule(vocab_size=dm.tokenizer.get_vocab_size(), lr=cfg["de_lr"], weight_decay=cfg["weight_decay"],
-                               warmup_steps=cfg["warmup_steps"], max_steps=cfg["de_max_steps"], **{k: cfg[k] for k in ARCH_KEYS})
+                               warmup_steps=cfg["warmup_steps"], max_steps=cfg["de_max_steps"], pool=cfg["de_pool"],
+                               **{k: cfg[k] for k in ARCH_KEYS})
     seconds = _fit(ctx, module, dm, cfg["de_max_steps"], "dual_encoder")
     return module.eval(), seconds
 

@@ -9,7 +9,9 @@ is a KB entity. Reproduced: the trie, constrained beam search through Hugging Fa
 ``generate``, the unconstrained ablation, a dual encoder with in-batch negatives and BM25.
 Not reproduced: BART-large pre-training and the BLINK/Wikipedia-abstract training data
 (the model is a small BART trained from scratch on the offline data, with BART's init_std
-scaled to its width, see :func:`bart_config`); the KILT tasks other than entity disambiguation.
+scaled to its width and, at quick scale, mBART's pre-LayerNorm layout and the marked mention
+moved to the front of its input: see :func:`bart_config` and
+``datamodules.entities.SOURCE_ORDERS``); the KILT tasks other than entity disambiguation.
 
 - :mod:`lit_modules.genre.trie` — :class:`Trie`;
 - :mod:`lit_modules.genre.models` — :class:`GenreModule`, :func:`generate_titles`,

@@ -21,15 +21,18 @@ from lit_modules.genre.trie import Trie
 from lit_modules.optim import warmup_cosine_adamw
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2  # BART's ids (datamodules.entities.SPECIAL_TOKENS)
+START_ENT_ID, END_ENT_ID = 4, 5  # the mention markers' ids (datamodules.entities.SPECIAL_TOKENS)
 
 
 def bart_config(vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim: int, max_positions: int,
-                dropout: float = 0.1, init_std: float | None = None):
+                dropout: float = 0.1, init_std: float | None = None, pre_norm: bool = False):
     """A small BART config trained from scratch; generation defaults made neutral (no forced
-    BOS/EOS, no n-gram blocking) so that decoding is plain beam search over the model."""
-    from transformers import BartConfig
+    BOS/EOS, no n-gram blocking) so that decoding is plain beam search over the model.
+    ``pre_norm``: mBART's layout (LayerNorm before each sub-layer and after each stack, the
+    model mGENRE fine-tunes), an ``MBartConfig``; else BART's post-LayerNorm ``BartConfig``."""
+    from transformers import BartConfig, MBartConfig
 
-    return BartConfig(
+    return (MBartConfig if pre_norm else BartConfig)(
         vocab_size=vocab_size, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
         encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim,
         max_position_embeddings=max_positions, dropout=dropout, attention_dropout=0.0, activation_dropout=0.0,
@@ -39,6 +42,15 @@ def bart_config(vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim:
         # nearly silent (a from-scratch seq2seq then takes thousands of steps to learn to copy): None scales it as 1/sqrt(d)
         init_std=d_model**-0.5 if init_std is None else init_std,
     )
+
+
+def seq2seq_model(config):
+    """BART (post-LN) or mBART (pre-LN) for conditional generation, from ``config``. Both shift the
+    labels right behind ``</s>`` (BART via ``decoder_start_token_id``, mBART by moving the last
+    token, here ``</s>``, to the front): the same decoder inputs."""
+    from transformers import BartForConditionalGeneration, MBartConfig, MBartForConditionalGeneration
+
+    return (MBartForConditionalGeneration if isinstance(config, MBartConfig) else BartForConditionalGeneration)(config)
 
 
 # --------------------------------------------------------------------------------------
@@ -77,6 +89,15 @@ def generate_titles(model, input_ids: Tensor, attention_mask: Tensor, num_beams:
     return [rows[i : i + num_beams] for i in range(0, len(rows), num_beams)]
 
 
+def shift_right(labels: Tensor) -> Tensor:
+    """Teacher-forcing decoder inputs: ``</s>`` then the labels without their last position
+    (-100 padding read as ``<pad>``), as BART's ``shift_tokens_right``."""
+    out = torch.full_like(labels, PAD_ID)
+    out[:, 0] = EOS_ID
+    out[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, PAD_ID)
+    return out
+
+
 class GenreModule(L.LightningModule):
     """GENRE: BART reads ``left [START_ENT] mention [END_ENT] right`` and is trained with
     teacher forcing to emit the entity's title followed by ``</s>`` (cross-entropy with label
@@ -84,15 +105,16 @@ class GenreModule(L.LightningModule):
 
     def __init__(self, vocab_size: int = 8000, d_model: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 512,
                  max_positions: int = 128, dropout: float = 0.1, label_smoothing: float = 0.1, lr: float = 1e-3,
-                 weight_decay: float = 0.01, warmup_steps: int = 100, max_steps: int = 1000):
+                 weight_decay: float = 0.01, warmup_steps: int = 100, max_steps: int = 1000, pre_norm: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        from transformers import BartForConditionalGeneration
-
-        self.model = BartForConditionalGeneration(bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout))
+        self.model = seq2seq_model(bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout,
+                                               pre_norm=pre_norm))
 
     def loss(self, batch: dict) -> Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        # labels [B, T] give the decoder inputs (shifted right behind </s>); the loss is ours (label smoothing)
+        decoder_input_ids = shift_right(batch["labels"])
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids)
         logits = out.logits  # [B, T, V]
         return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
                                label_smoothing=self.hparams.label_smoothing)
@@ -121,36 +143,41 @@ def in_batch_loss(q: Tensor, e: Tensor, entity: Tensor) -> Tensor:
 
 class DualEncoderModule(L.LightningModule):
     """Two BART encoders (mention-in-context, title) over one shared token embedding (as
-    GENRE's encoder and decoder share theirs), mean-pooled, scored by dot product: about
-    GENRE's parameter count (a title encoder in place of the decoder)."""
+    GENRE's encoder and decoder share theirs), scored by dot product: about GENRE's parameter
+    count (a title encoder in place of the decoder). A title is the mean of its hidden states;
+    a mention (``pool="mention"``) the mean over its marked span ``[START_ENT] … [END_ENT]``,
+    whose states have read the context through self-attention (the span pooling of
+    entity-linking bi-encoders), or (``pool="mean"``) over the whole input."""
 
     def __init__(self, vocab_size: int = 8000, d_model: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 512,
                  max_positions: int = 128, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 100, max_steps: int = 1000):
+                 warmup_steps: int = 100, max_steps: int = 1000, pre_norm: bool = False, pool: str = "mention"):
         super().__init__()
+        if pool not in ("mention", "mean"):
+            raise ValueError(f"pool must be 'mention' or 'mean'; got {pool!r}")
         self.save_hyperparameters()
-        from transformers.models.bart.modeling_bart import BartEncoder
-
-        from transformers.models.bart.modeling_bart import BartScaledWordEmbedding
+        from transformers.models.bart.modeling_bart import BartEncoder, BartScaledWordEmbedding
+        from transformers.models.mbart.modeling_mbart import MBartEncoder
 
         # BART's own init_std: mean-pooled dot products trained with it (acc@1 0.25 after 400 steps at d=64) but not
         # with GENRE's width-scaled one (0.04): larger initial scores saturate the in-batch softmax
-        cfg = bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout, init_std=0.02)
+        cfg = bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout, init_std=0.02, pre_norm=pre_norm)
         self.shared = BartScaledWordEmbedding(vocab_size, d_model, PAD_ID, embed_scale=math.sqrt(d_model))
         with torch.no_grad():  # BART's initialisation (config.init_std), padding row zero
             self.shared.weight.normal_(0.0, cfg.init_std)
             self.shared.weight[PAD_ID].zero_()
-        self.mention_encoder, self.title_encoder = BartEncoder(cfg), BartEncoder(cfg)
+        encoder = MBartEncoder if pre_norm else BartEncoder
+        self.mention_encoder, self.title_encoder = encoder(cfg), encoder(cfg)
         self.mention_encoder.embed_tokens = self.title_encoder.embed_tokens = self.shared
 
     @staticmethod
-    def _pool(encoder, ids: Tensor, mask: Tensor) -> Tensor:
+    def _pool(encoder, ids: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:
         h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, S, D]
-        m = mask.unsqueeze(-1).to(h.dtype)
+        m = (mask if weight is None else weight).unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1)
 
     def encode_mentions(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self._pool(self.mention_encoder, ids, mask)
+        return self._pool(self.mention_encoder, ids, mask, mention_span(ids, mask) if self.hparams.pool == "mention" else None)
 
     def encode_titles(self, ids: Tensor, mask: Tensor) -> Tensor:
         return self._pool(self.title_encoder, ids, mask)
@@ -165,6 +192,15 @@ class DualEncoderModule(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         return warmup_cosine_adamw(self.named_parameters(), h.lr, h.weight_decay, h.warmup_steps, h.max_steps)
+
+
+def mention_span(ids: Tensor, mask: Tensor) -> Tensor:
+    """[B, S] bool: the positions from ``[START_ENT]`` to ``[END_ENT]`` inclusive (the whole
+    input where a row has no marker)."""
+    start, end = (ids == START_ENT_ID).long(), (ids == END_ENT_ID).long()
+    inside = (start.cumsum(1) - end.cumsum(1) + end) > 0
+    has = start.any(1, keepdim=True)
+    return torch.where(has, inside, torch.ones_like(inside)) & mask.bool()
 
 
 def pad_batch(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
