@@ -294,6 +294,44 @@ def test_inverse_cloze_removes_the_query_and_splits_by_article():
     assert not train_articles & test_articles and len(test_articles) == 3
 
 
+def test_every_training_sentence_is_a_query_with_its_passage_minus_it():
+    sentence = "Sentence number {} of article {} talks about topic {}."
+    articles = [Article(f"A{a}", " ".join(sentence.format(i, a, a) for i in range(40))) for a in range(10)]
+    one = inverse_cloze(articles, passage_words=30, test_frac=0.3, split_seed=0)
+    data = inverse_cloze(articles, passage_words=30, test_frac=0.3, split_seed=0, all_train_sentences=True)
+    # the corpus and the held-out queries do not change; the first draw of each passage stays a query
+    assert data.passages == one.passages and data.test_queries == one.test_queries and data.test_relevant == one.test_relevant
+    assert set(zip(one.train_queries, one.train_positive)) <= set(zip(data.train_queries, data.train_positive))
+    assert len(data.train_queries) > 2 * len(one.train_queries) and len(data.train_positive_text) == len(data.train_queries)
+    test_articles = {data.passage_article[r[0]] for r in data.test_relevant}
+    assert not {data.passage_article[p] for p in data.train_positive} & test_articles  # no query from a held-out article
+    assert not set(data.train_queries) & set(data.test_queries)
+    drawn = dict(zip(one.train_positive, one.train_queries))  # passage -> the sentence removed from it in the corpus
+    for q, pid, text in zip(data.train_queries, data.train_positive, data.train_positive_text):
+        assert q not in text  # the positive is its own passage minus the query sentence, nothing else
+        if q == drawn[pid]:
+            assert text == data.passages[pid]
+        else:
+            assert sorted(text.split() + q.split()) == sorted(data.passages[pid].split() + drawn[pid].split())
+    assert data.train_passage_ids() == one.train_passage_ids()
+
+
+def test_training_negatives_stay_in_the_training_articles():
+    from lit_modules.ance import RandomNegatives
+
+    allowed = torch.tensor([1, 3, 4, 7, 8])
+    positive = torch.tensor([3, 7, 1, 8])
+    neg = RandomNegatives(10, positive, seed=0, passage_ids=allowed).sample(torch.arange(4), 50)
+    assert set(neg.unique().tolist()) == set(allowed.tolist()) and not (neg == positive[:, None]).any()
+    g = torch.Generator().manual_seed(0)
+    passages, queries = torch.randint(5, 60, (10, 6), generator=g), torch.randint(5, 60, (4, 5), generator=g)
+    torch.manual_seed(0)
+    encoder = DualEncoder(vocab_size=60, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_len=8)
+    refresh = AnnRefresh(passages, queries, positive, every=1, pool=3, depth=10, passage_ids=allowed)
+    pool = refresh.refresh_now(encoder, 0).pool
+    assert set(pool.unique().tolist()) <= set(allowed.tolist()) and not (pool == positive[:, None]).any()
+
+
 def test_article_passages_pack_whole_sentences():
     text = " ".join(f"This is sentence {i} here." for i in range(23))  # 5 words each
     passages = article_passages(text, passage_words=20)
@@ -304,6 +342,21 @@ def test_article_passages_pack_whole_sentences():
 def test_gensim_wiki_counts_are_stable():
     data = load_retrieval("gensim_wiki", max_passages_per_article=12)
     assert data.counts() == {"passages": 1064, "train_queries": 857, "test_queries": 201}
+    data = load_retrieval("gensim_wiki", max_passages_per_article=12, all_train_sentences=True)
+    assert data.counts() == {"passages": 1064, "train_queries": 4622, "test_queries": 201}
+
+
+def test_positive_tokens_replace_the_corpus_passage_as_the_positive():
+    torch.manual_seed(0)
+    module = DenseRetriever(negatives="inbatch", vocab_size=40, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_len=6)
+    passages, queries = torch.randint(5, 40, (5, 6)), torch.randint(5, 40, (3, 4))
+    own = torch.randint(5, 40, (3, 6))
+    module.attach(passages, queries, torch.tensor([0, 1, 2]), None, own).eval()
+    _, pos, _ = module.embed_batch(torch.tensor([2, 0]), None)
+    assert torch.allclose(pos, module.encoder(own[[2, 0]]))
+    module.attach(passages, queries, torch.tensor([0, 1, 2]))
+    _, pos, _ = module.embed_batch(torch.tensor([2, 0]), None)
+    assert torch.allclose(pos, module.encoder(passages[[2, 0]]))
 
 
 def test_msmarco_tsv_loader_reads_tiny_files(tmp_path):

@@ -124,10 +124,10 @@ def ance() -> Benchmark:
         # 201 held-out ICT queries), passages cut at 64 tokens, a 1-layer BERT of width 64, 100 steps of 16 queries x 4
         # negatives (in-batch: 15); evaluation every 25 steps; ANCE refreshes every 25 steps from step 20.
         defaults=dict(
-            passage_words=100, max_passages_per_article=12, min_query_words=6, test_frac=0.2, split_seed=0,
+            passage_words=100, max_passages_per_article=12, min_query_words=6, test_frac=0.2, split_seed=0, all_train_sentences=True, negatives_from="train",
             max_train_queries=None, max_test_queries=None, vocab_size=4000, query_max_len=32, passage_max_len=64,
             checkpoint=None, init="corpus", hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256,
-            batch_size=16, num_negatives=4, lr=1e-4, pool_lr=3e-2, weight_decay=0.01, warmup_steps=10, grad_clip=1.0, max_steps=100,
+            batch_size=16, num_negatives=4, lr=1e-4, pool_lr=3e-2, weight_decay=0.01, warmup_steps=10, grad_clip=1.0, max_steps=200, emb_lr=None, temperature=None,
             # ANCE: negatives drawn uniformly from the top-200 ANN passages (Sec. 5; official code topk_training=200);
             # BM25 Neg from BM25's top 100 (Sec. 5). Each refresh draws a pool of neg_pool per query; steps sample from it.
             depth=200, bm25_depth=100, neg_pool=20, refresh_every=25, refresh_start=20,

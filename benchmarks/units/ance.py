@@ -46,7 +46,8 @@ MODEL_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermedi
 # ------------------------------------------------------------------------------ datasets
 def retrieval(config: dict, data_dir: str | None, seed: int, name: str = "gensim_wiki") -> RetrievalDataModule:
     wiki = dict(passage_words=config["passage_words"], max_passages_per_article=config["max_passages_per_article"],
-                min_query_words=config["min_query_words"], test_frac=config["test_frac"], split_seed=config["split_seed"])
+                min_query_words=config["min_query_words"], test_frac=config["test_frac"], split_seed=config["split_seed"],
+                all_train_sentences=config["all_train_sentences"])
     return RetrievalDataModule(
         name=name, data_dir=data_dir, vocab_size=config["vocab_size"], query_max_len=config["query_max_len"],
         passage_max_len=config["passage_max_len"], batch_size=config["batch_size"], seed=seed,
@@ -61,12 +62,26 @@ def random_mrr_at_10(num_passages: int) -> float:
     return sum(1 / r for r in range(1, min(10, num_passages) + 1)) / num_passages
 
 
-def bm25_pool(dm: RetrievalDataModule, pool: int, depth: int, seed: int) -> torch.Tensor:
+def negative_passages(dm: RetrievalDataModule, source: str) -> torch.Tensor | None:
+    """The corpus ids negatives may be drawn from: ``"train"``, the training articles'
+    passages (:meth:`RetrievalData.train_passage_ids`: a held-out article's passage is
+    never trained on, not even as a negative); ``"all"``: None, the whole corpus."""
+    if source not in ("train", "all"):
+        raise ValueError(f"negatives_from must be 'train' or 'all'; got {source!r}")
+    return torch.as_tensor(dm.data.train_passage_ids(), dtype=torch.long) if source == "train" else None
+
+
+def bm25_pool(dm: RetrievalDataModule, pool: int, depth: int, seed: int, passage_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Each training query's pool of BM25 negatives: ``pool`` of its top ``depth`` BM25
-    passages, its positive excluded (the paper's BM25 Neg and ANCE's warm-up)."""
+    passages (among ``passage_ids``; None: all), its positive excluded (the paper's BM25 Neg
+    and ANCE's warm-up)."""
     data = dm.data
-    depth = min(depth, len(data.passages))
-    ids, _ = bm25_search(bm25_index(data.passages), data.train_queries, depth)
+    texts = data.passages if passage_ids is None else [data.passages[i] for i in passage_ids.tolist()]
+    depth = min(depth, len(texts))
+    ids, _ = bm25_search(bm25_index(texts), data.train_queries, depth)
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if passage_ids is not None:
+        ids = passage_ids[ids]
     return sample_candidates(ids, dm.train_positive, min(pool, depth - 1), torch.Generator().manual_seed(seed))
 
 
@@ -104,15 +119,22 @@ def negative_informativeness(module: DenseRetriever, dm: RetrievalDataModule, cf
     """The paper's Sec. 3 argument, measured on the trained encoder: mean loss and gradient
     norm of training batches with ANN negatives (from a fresh index) vs random negatives."""
     gen = torch.Generator().manual_seed(seed + 1)
-    p_emb = encode(module.encoder, dm.passage_tokens)
+    allowed = negative_passages(dm, cfg["negatives_from"])
+    p_emb = encode(module.encoder, dm.passage_tokens if allowed is None else dm.passage_tokens[allowed])
     Q, B, n = len(dm.train_positive), cfg["batch_size"], cfg["num_negatives"]
     batches = [torch.randperm(Q, generator=gen)[:B] for _ in range(cfg["grad_batches"])]
     module.train()
     stats = {"ann": [], "random": []}
     for q_idx in batches:
         q_emb = encode(module.encoder, dm.train_query_tokens[q_idx])
-        sources = {"ann": hard_negatives(q_emb, p_emb, dm.train_positive[q_idx], n, cfg["depth"], gen),
-                   "random": random_negatives(len(p_emb), dm.train_positive[q_idx], n, gen)}
+        pos = dm.train_positive[q_idx]
+        if allowed is not None:  # positions in p_emb: the positive's, or -1 (not a candidate)
+            where = {int(c): i for i, c in enumerate(allowed.tolist())}
+            pos = torch.tensor([where.get(int(p), -1) for p in pos])
+        sources = {"ann": hard_negatives(q_emb, p_emb, pos, n, cfg["depth"], gen),
+                   "random": random_negatives(len(p_emb), pos, n, gen)}
+        if allowed is not None:
+            sources = {k: allowed[v] for k, v in sources.items()}
         for name, neg in sources.items():
             stats[name].append(loss_and_grad(module, q_idx, neg))
     out = []
@@ -148,7 +170,8 @@ def run(ctx: UnitContext) -> list[Measurement]:
     torch.manual_seed(ctx.seed)  # the same initial encoder for every dense variant of a seed
     module = DenseRetriever(negatives=kind, num_negatives=cfg["num_negatives"], max_len=max(dm.passage_max_len, dm.query_max_len),
                             lr=cfg["lr"], weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
-                            max_steps=cfg["max_steps"], pool_lr=cfg["pool_lr"], **{k: cfg[k] for k in MODEL_KEYS})
+                            max_steps=cfg["max_steps"], pool_lr=cfg["pool_lr"], emb_lr=cfg["emb_lr"], temperature=cfg["temperature"],
+                            **{k: cfg[k] for k in MODEL_KEYS})
     if cfg["init"] == "corpus":  # deterministic given the seeded encoder: the same start for every dense variant
         init_from_corpus(module.encoder, dm.passage_tokens[data.train_passage_ids()])
     elif cfg["init"] != "none":
@@ -157,17 +180,18 @@ def run(ctx: UnitContext) -> list[Measurement]:
     callbacks: list[L.Callback] = [curve]
     refresh = None
     source = None
+    allowed = negative_passages(dm, cfg["negatives_from"])  # the same candidate passages for every negative source
     if kind == "random":
-        source = RandomNegatives(len(data.passages), dm.train_positive, seed=ctx.seed)
+        source = RandomNegatives(len(data.passages), dm.train_positive, seed=ctx.seed, passage_ids=allowed)
     elif kind in ("bm25", "ann"):
-        source = TableNegatives(bm25_pool(dm, cfg["neg_pool"], cfg["bm25_depth"], ctx.seed), seed=ctx.seed)
+        source = TableNegatives(bm25_pool(dm, cfg["neg_pool"], cfg["bm25_depth"], ctx.seed, allowed), seed=ctx.seed)
     if kind == "ann":
         refresh = AnnRefresh(dm.passage_tokens, dm.train_query_tokens, dm.train_positive, every=cfg["refresh_every"],
                              start=cfg["refresh_start"], pool=cfg["neg_pool"], depth=cfg["depth"],
-                             synchronous=ctx.variant == "ance_sync", fallback=source, seed=ctx.seed)
+                             synchronous=ctx.variant == "ance_sync", fallback=source, seed=ctx.seed, passage_ids=allowed)
         source = refresh
         callbacks.append(refresh)
-    module.attach(dm.passage_tokens, dm.train_query_tokens, dm.train_positive, source)
+    module.attach(dm.passage_tokens, dm.train_query_tokens, dm.train_positive, source, dm.train_positive_tokens)
     timer = StepTimer()
     trainer = make_trainer(ctx, callbacks=[*callbacks, timer], log_name=ctx.variant, max_steps=cfg["max_steps"],
                            limit_val_batches=0, gradient_clip_val=cfg["grad_clip"])

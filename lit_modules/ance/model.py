@@ -27,9 +27,10 @@ class DualEncoder(nn.Module):
     name or local path; offline, a name fails at once, a local path works)."""
 
     def __init__(self, vocab_size: int = 4000, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
-                 intermediate_size: int = 256, max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None) -> None:
+                 intermediate_size: int = 256, max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None,
+                 normalize: bool = False) -> None:
         super().__init__()
-        self.pad_id = pad_id
+        self.pad_id, self.normalize = pad_id, normalize
         if checkpoint:
             from transformers import AutoModel
 
@@ -60,7 +61,8 @@ class DualEncoder(nn.Module):
         hidden = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, L, D]
         m = mask.unsqueeze(-1).to(hidden.dtype)
         w = self.pool_weight(ids).to(hidden.dtype) * m  # [B, L, 1]
-        return (hidden * w).sum(1) / m.sum(1).clamp_min(1.0)
+        emb = (hidden * w).sum(1) / m.sum(1).clamp_min(1.0)
+        return torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
 
 @torch.inference_mode()
@@ -132,36 +134,52 @@ class DenseRetriever(L.LightningModule):
                  hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, intermediate_size: int = 256,
                  max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 10, max_steps: int = 200,
-                 pool_lr: float | None = None) -> None:
+                 pool_lr: float | None = None, emb_lr: float | None = None, temperature: float | None = None) -> None:
         super().__init__()
         if negatives not in NEGATIVE_KINDS:
             raise ValueError(f"unknown negatives {negatives!r}; known: {', '.join(NEGATIVE_KINDS)}")
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
         self.save_hyperparameters()
-        self.encoder = DualEncoder(vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_len, pad_id, checkpoint)
+        if temperature is not None and temperature <= 0:
+            raise ValueError(f"temperature must be > 0 or None; got {temperature}")
+        self.encoder = DualEncoder(vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_len, pad_id, checkpoint,
+                                   normalize=temperature is not None)
         self.negative_source = None
-        self.passage_tokens = self.query_tokens = self.positive_ids = None
+        self.passage_tokens = self.query_tokens = self.positive_ids = self.positive_tokens = None
 
     def attach(self, passage_tokens: torch.Tensor, query_tokens: torch.Tensor, positive_ids: torch.Tensor,
-               negative_source=None) -> "DenseRetriever":
-        """The corpus [P, Lp], the training queries [Q, Lq], their positives [Q], and where
-        negatives come from (not needed for in-batch negatives)."""
+               negative_source=None, positive_tokens: torch.Tensor | None = None) -> "DenseRetriever":
+        """The corpus [P, Lp], the training queries [Q, Lq], their positives [Q] (corpus ids,
+        never drawn as their negatives), where negatives come from (not needed for in-batch
+        negatives), and optionally each query's positive text [Q, Lp] when it is not its
+        corpus passage (ICT with every sentence a query: the passage minus that sentence)."""
         if self.hparams.negatives != "inbatch" and negative_source is None:
             raise ValueError(f"negatives={self.hparams.negatives!r} needs a negative source; got None")
+        if positive_tokens is not None and len(positive_tokens) != len(query_tokens):
+            raise ValueError(f"positive_tokens has {len(positive_tokens)} rows for {len(query_tokens)} queries")
         self.passage_tokens, self.query_tokens, self.positive_ids = passage_tokens, query_tokens, positive_ids
+        self.positive_tokens = positive_tokens
         self.negative_source = negative_source
         return self
+
+    def positive_text(self, query_idx: torch.Tensor) -> torch.Tensor:
+        """[B, Lp] token ids of the queries' positives."""
+        if self.positive_tokens is not None:
+            return self.positive_tokens[query_idx]
+        return self.passage_tokens[self.positive_ids[query_idx]]
 
     def embed_batch(self, query_idx: torch.Tensor, negative_ids: torch.Tensor | None):
         """(q [B, D], pos [B, D], neg [B, N, D]); ``negative_ids`` [B, N] or None (in-batch)."""
         q = self.encoder(self.query_tokens[query_idx].to(self.device))
-        pos_ids = self.positive_ids[query_idx]
+        if self.hparams.get("temperature") is not None:  # unit-norm embeddings: the score is cosine / temperature
+            q = q / self.hparams.temperature
+        pos_tokens = self.positive_text(query_idx)  # [B, Lp]
         if negative_ids is None:
-            pos = self.encoder(self.passage_tokens[pos_ids].to(self.device))
+            pos = self.encoder(pos_tokens.to(self.device))
             return q, pos, in_batch_negatives(pos)
         B, N = negative_ids.shape
-        passages = self.encoder(self.passage_tokens[torch.cat([pos_ids, negative_ids.reshape(-1)])].to(self.device))
+        passages = self.encoder(torch.cat([pos_tokens, self.passage_tokens[negative_ids.reshape(-1)]]).to(self.device))
         return q, passages[:B], passages[B:].view(B, N, -1)
 
     def negatives_for(self, query_idx: torch.Tensor) -> torch.Tensor | None:
@@ -180,12 +198,14 @@ class DenseRetriever(L.LightningModule):
         # AdamW with linear warm-up and decay, as the official code (its tiny lr is for a pretrained RoBERTa; from scratch needs more)
         from transformers import get_linear_schedule_with_warmup
 
-        # ``pool_lr``: the pooling (term) weights in their own group, without weight decay (None: like the rest)
-        pool = [self.encoder.pool_weight.weight]
-        rest = [p for n, p in self.named_parameters() if n != "encoder.pool_weight.weight"]
-        pool_lr = self.hparams.get("pool_lr")
-        groups = [{"params": rest}] + ([{"params": pool, "lr": pool_lr, "weight_decay": 0.0}] if pool_lr is not None
-                                       else [{"params": pool}])
+        # ``pool_lr``: the pooling (term) weights in their own group, without weight decay; ``emb_lr``: the word
+        # embeddings in theirs (0: frozen). None: like the rest.
+        pool, words = self.encoder.pool_weight.weight, self.encoder.bert.get_input_embeddings().weight
+        rest = [p for p in self.parameters() if p is not pool and p is not words]
+        groups = [{"params": rest}]
+        for params, lr, extra in ((pool, self.hparams.get("pool_lr"), {"weight_decay": 0.0}),
+                                  (words, self.hparams.get("emb_lr"), {})):
+            groups.append({"params": [params]} if lr is None else {"params": [params], "lr": lr, **extra})
         opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = get_linear_schedule_with_warmup(opt, self.hparams.warmup_steps, max(self.hparams.max_steps, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -153,14 +153,29 @@ def random_negatives(num_passages: int, positive_ids: torch.Tensor, n: int,
 
 
 class RandomNegatives:
-    """A negative source: fresh uniform random negatives every step."""
+    """A negative source: fresh uniform random negatives every step, over the whole corpus or,
+    with ``passage_ids``, over those passages only (e.g. the training articles'), never the
+    query's positive."""
 
-    def __init__(self, num_passages: int, positive_ids: torch.Tensor, seed: int = 0) -> None:
+    def __init__(self, num_passages: int, positive_ids: torch.Tensor, seed: int = 0,
+                 passage_ids: torch.Tensor | None = None) -> None:
         self.num_passages, self.positive_ids = num_passages, positive_ids
+        self.passage_ids = None if passage_ids is None else torch.as_tensor(passage_ids, dtype=torch.long)
+        if self.passage_ids is not None and len(self.passage_ids) < 2:
+            raise ValueError(f"random negatives need at least 2 candidate passages; got {len(self.passage_ids)}")
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, query_idx: torch.Tensor, n: int) -> torch.Tensor:
-        return random_negatives(self.num_passages, self.positive_ids[query_idx], n, self.generator)
+        positive = self.positive_ids[query_idx]
+        if self.passage_ids is None:
+            return random_negatives(self.num_passages, positive, n, self.generator)
+        c = self.passage_ids
+        out = c[torch.randint(0, len(c), (len(positive), n), generator=self.generator)]  # [B, n]
+        bad = out == positive[:, None]
+        while bad.any():  # redraw the positive (uniform over the other candidates)
+            out[bad] = c[torch.randint(0, len(c), (int(bad.sum()),), generator=self.generator)]
+            bad = out == positive[:, None]
+        return out
 
 
 class TableNegatives:

@@ -2,7 +2,8 @@
 
 Every ``every`` training steps (from ``start`` on) the callback takes a snapshot of the
 encoder (a copy of its weights at that step) and hands it to a background thread, the
-paper's "Inferencer": it encodes the whole corpus and the training queries, rebuilds the
+paper's "Inferencer": it encodes the corpus (or its ``passage_ids`` part: at quick the
+training articles' passages) and the training queries, rebuilds the
 faiss index, and draws each training query's pool of hard negatives from its top
 ``depth`` passages (:func:`~lit_modules.ance.negatives.sample_candidates`). Training
 ("Trainer") goes on meanwhile with the newest finished pool; until the first one is
@@ -49,12 +50,14 @@ class AnnRefresh(L.Callback):
 
     def __init__(self, passage_tokens: torch.Tensor, query_tokens: torch.Tensor, positive_ids: torch.Tensor,
                  every: int = 50, start: int = 0, pool: int = 20, depth: int = ANCE_DEPTH, synchronous: bool = False,
-                 fallback=None, seed: int = 0, encode_batch: int = 256) -> None:
+                 fallback=None, seed: int = 0, encode_batch: int = 256, passage_ids: torch.Tensor | None = None) -> None:
         if every < 1 or start < 0 or pool < 1:
             raise ValueError(f"every >= 1, start >= 0 and pool >= 1 expected; got every={every}, start={start}, pool={pool}")
         self.passage_tokens, self.query_tokens, self.positive_ids = passage_tokens, query_tokens, positive_ids
         self.every, self.start, self.pool_size, self.depth = every, start, pool, depth
         self.synchronous, self.fallback, self.seed, self.encode_batch = synchronous, fallback, seed, encode_batch
+        # the passages indexed for negatives (None: all); ids in pools are always corpus ids
+        self.passage_ids = None if passage_ids is None else torch.as_tensor(passage_ids, dtype=torch.long)
         self.current: Refresh | None = None
         self.history: list[Refresh] = []
         self.staleness: list[int] = []  # per training step on ANN negatives
@@ -74,11 +77,14 @@ class AnnRefresh(L.Callback):
 
         faiss.omp_set_num_threads(1)
         started = time.perf_counter()
-        p_emb = encode(encoder, self.passage_tokens, self.encode_batch)
+        tokens = self.passage_tokens if self.passage_ids is None else self.passage_tokens[self.passage_ids]
+        p_emb = encode(encoder, tokens, self.encode_batch)
         q_emb = encode(encoder, self.query_tokens, self.encode_batch)
         index = build_index(p_emb)
         depth = min(self.depth, len(p_emb))
-        candidates, _ = search(index, q_emb, depth)  # [Q, depth]
+        candidates, _ = search(index, q_emb, depth)  # [Q, depth] rows of p_emb
+        if self.passage_ids is not None:
+            candidates = torch.where(candidates >= 0, self.passage_ids[candidates.clamp_min(0)], candidates)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + step)
         pool = sample_candidates(candidates, self.positive_ids, min(self.pool_size, depth - 1), gen)
         return Refresh(step, index, p_emb, q_emb, pool, time.perf_counter() - started)
