@@ -430,3 +430,23 @@ def test_verdict_uses_the_best_baseline_and_paired_seeds():
     assert v.status == "does not hold" and "best baseline bm25" in v.evidence
     assert claim_verdict(verdict_rows({**base, "ance": [0.355, 0.36], "bm25": [0.35, 0.35]})).status == "inconclusive"
     assert claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]}, untrained=0.3)).status == "inconclusive"
+
+
+def test_emb_lr_zero_freezes_the_word_embeddings_and_temperature_scales_unit_norm_scores():
+    torch.manual_seed(0)
+    passages, queries = torch.randint(5, 40, (6, 6)), torch.randint(5, 40, (4, 4))
+    module = DenseRetriever(negatives="inbatch", vocab_size=40, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
+                            max_len=6, lr=1e-2, emb_lr=0.0, temperature=0.1, warmup_steps=0)
+    module.attach(passages, queries, torch.arange(4))
+    words = module.encoder.bert.get_input_embeddings().weight.detach().clone()
+    pool = module.encoder.pool_weight.weight.detach().clone()
+    opt = module.configure_optimizers()["optimizer"]
+    for _ in range(3):
+        opt.zero_grad()
+        contrastive_loss(*module.embed_batch(torch.arange(4), None)).backward()
+        opt.step()
+    assert torch.equal(module.encoder.bert.get_input_embeddings().weight, words)
+    assert not torch.equal(module.encoder.pool_weight.weight, pool)  # the others train
+    module.eval()
+    q, pos, _ = module.embed_batch(torch.arange(4), None)
+    assert torch.allclose(pos.norm(dim=1), torch.ones(4), atol=1e-5) and torch.allclose(q.norm(dim=1), torch.full((4,), 10.0), atol=1e-4)

@@ -7,7 +7,9 @@ Every dense variant starts from the same initial encoder (seeded by the run's se
 for a pre-trained encoder, :mod:`lit_modules.ance.pretrain`), trains
 the same number of steps with the same batch size, optimizer and number of negatives per
 query, and is evaluated on the held-out queries against the whole corpus; only where the
-negatives come from differs. ``bm25`` ranks with bm25s and trains nothing.
+negatives come from differs. Every source draws from the same candidate passages
+(``negatives_from="train"``: the training articles' passages; a held-out article's passage is
+never trained on, not even as a negative). ``bm25`` ranks with bm25s and trains nothing.
 """
 
 from __future__ import annotations

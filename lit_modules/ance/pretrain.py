@@ -1,7 +1,7 @@
 """An affordable, unsupervised stand-in for ANCE's pre-trained encoder (CPU scale).
 
 The paper starts from RoBERTa-base (pre-trained on a large corpus) warmed up on BM25
-negatives; at CPU scale a BERT trained from scratch on ~900 inverse-cloze pairs memorises
+negatives; at CPU scale a BERT trained from scratch on ~900 (or ~4,600) inverse-cloze pairs memorises
 them and does not transfer to unseen articles (held-out MRR@10 at the level of a random
 ranking). So every dense variant starts instead from the same corpus-statistics
 initialisation, computed offline from the training passages only (never a held-out
@@ -17,6 +17,7 @@ article's passages, never a query or a relevance judgement):
 The word embeddings and the transformer stay at their random (seeded) initialisation. With
 this the untrained encoder already ranks well above a random ranking, and the verdict's
 floor (the untrained encoder) is this initialisation: training must improve on it.
+(At quick, fine-tuning from it has not been seen to: see the spec's comments.)
 Word vectors from co-occurrence (PPMI-SVD, 64 dimensions) were tried as the token
 embeddings and ranked worse than random vectors (they blur exactly the rare-word identity
 that the inverse cloze task rewards).
