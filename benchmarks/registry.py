@@ -186,6 +186,8 @@ class Benchmark:
     extras: dict[str, Callable[["UnitContext"], list[Any]]] = field(default_factory=dict)
     verdict_rule: str = ""
     paper_numbers: list[PaperNumber] = field(default_factory=list)
+    # why a benchmark has no paper numbers (the report prints it; a test requires it when the list is empty)
+    paper_numbers_note: str = ""
     timeout_s: dict[str, float] = field(default_factory=lambda: {"smoke": 300, "quick": 1200, "full": 86400})
 
     def __post_init__(self) -> None:

@@ -79,6 +79,8 @@ def variant_table(bench: Benchmark | None, df: pd.DataFrame) -> str:
 
 def paper_context_note(bench: Benchmark | None) -> list[str]:
     """Markdown lines under the table: the paper's context numbers (not targets for our runs)."""
+    if bench and not bench.paper_numbers and bench.paper_numbers_note:
+        return [f"_No paper numbers: {bench.paper_numbers_note}_", ""]
     context = [p for p in bench.paper_numbers if p.scope == "context"] if bench else []
     if not context:
         return []

@@ -84,6 +84,17 @@ def test_compare_against_paper_csv_judges_targets_only_and_lists_context():
     assert "context in the reference, not judged (1)" in text and "paper 3.08, run 9" in text
 
 
+@pytest.mark.parametrize("name", list_benchmarks())
+def test_a_benchmark_without_paper_numbers_says_why_in_its_report(name):
+    from benchmarks.report import paper_context_note
+
+    bench = get_benchmark(name)
+    if bench.paper_numbers:
+        return
+    assert len(bench.paper_numbers_note) > 40, f"{name} has no paper numbers and no paper_numbers_note"
+    assert paper_context_note(bench) == [f"_No paper numbers: {bench.paper_numbers_note}_", ""]
+
+
 def test_report_puts_targets_in_the_paper_column_and_context_under_the_table():
     from benchmarks.report import paper_context_note, variant_table
 

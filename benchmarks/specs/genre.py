@@ -147,5 +147,8 @@ def genre() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"trie_scaling": lazy(f"{UNITS}:trie_scaling")},
         verdict=claim_verdict,
-        paper_numbers=[],  # none verified against a copy of the paper (see the report)
+        paper_numbers=[],
+        paper_numbers_note=("the stored copies of arXiv 2010.00904 reachable offline hold its abstract only (the "
+                            "GENRE repository's READMEs give none), so its in-KB accuracy and memory tables could not "
+                            "be checked; they would be context for full runs on KILT data (BART-large, pre-trained)"),
     )
