@@ -18,6 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import lightning as L
@@ -33,17 +34,28 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in BE
 # --------------------------------------------------------------------------------------
 # Tokenizer and word <-> token spans
 # --------------------------------------------------------------------------------------
+# Tokenizers trained on the embedded corpora for the smoke and quick presets, committed with the code:
+# ``tokenizers``' WordPiece training is not reproducible across processes (ids and the last merges come out
+# in hash-map order), so a fresh machine would train another vocabulary and get other results than
+# results/reference/cpu-quick.csv. A texts+settings hash names each file, as in the cache.
+PINNED_TOKENIZERS = Path(__file__).with_name("tokenizers")
+
+
 def cached_tokenizer(kind: str, settings: str, texts: Sequence[str], build: Callable[[], Any], cache: bool = True):
     """``build()`` (a trained ``tokenizers.Tokenizer``), cached on disk under :func:`cache_dir`
     as ``<kind>-<hash>.json`` by a hash of ``settings`` and ``texts``, so every subprocess of a
-    run loads the same tokenizer; written atomically. ``cache=False``: always build, never save."""
+    run loads the same tokenizer; written atomically. A file of that name in
+    :data:`PINNED_TOKENIZERS` is used first. ``cache=False``: never read or write the cache."""
     from tokenizers import Tokenizer
 
     digest = hashlib.sha256(settings.encode())
     for t in texts:
         digest.update(t.encode())
         digest.update(b"\0")
-    path = cache_dir() / f"{kind}-{digest.hexdigest()[:16]}.json"
+    name = f"{kind}-{digest.hexdigest()[:16]}.json"
+    if (PINNED_TOKENIZERS / name).exists():
+        return Tokenizer.from_file(str(PINNED_TOKENIZERS / name))
+    path = cache_dir() / name
     if cache and path.exists():
         return Tokenizer.from_file(str(path))
     tok = build()

@@ -347,3 +347,29 @@ def test_qualified_curves_of_one_metric_share_one_figure(tmp_path):
     assert [p.name for p in plot_curves(None, with_plain, tmp_path / "b")] == ["toy_curve.png"]
     single = pd.concat([rows(metric="curve@unit=0", step=float(s), value=float(s)) for s in range(3)])
     assert [p.name for p in plot_curves(None, single, tmp_path / "c")] == ["toy_curve_at_unit=0.png"]
+
+
+# ------------------------------------------------------------------------------ pinned tokenizers
+@pytest.mark.parametrize("bench", ["ance", "pmi_masking", "flyvec"])
+def test_quick_presets_load_a_committed_tokenizer_instead_of_training_one(bench, tmp_path, monkeypatch):
+    """WordPiece training is not reproducible across processes, so the embedded corpora's quick
+    tokenizers ship with the code: with an empty cache nothing is trained or written."""
+    import datamodules.text as text
+    from benchmarks.registry import get_benchmark
+
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+    loaded = []
+    real = text.cached_tokenizer
+
+    def spy(kind, settings, texts, build, cache=True):
+        def fail():
+            raise AssertionError(f"{bench} quick trained a {kind} tokenizer instead of loading a pinned one")
+        tok = real(kind, settings, texts, fail, cache)
+        loaded.append(tok.get_vocab_size())
+        return tok
+
+    monkeypatch.setattr(text, "cached_tokenizer", spy)
+    b = get_benchmark(bench)
+    dm = b.dataset(b.default_dataset)(b.config("quick"), None, 0)
+    (getattr(dm, "prepare", None) or getattr(dm, "load", None) or dm.setup)()
+    assert loaded and not list(tmp_path.glob("wordpiece-*.json"))
