@@ -188,6 +188,9 @@ class Benchmark:
     paper_numbers: list[PaperNumber] = field(default_factory=list)
     # why a benchmark has no paper numbers (the report prints it; a test requires it when the list is empty)
     paper_numbers_note: str = ""
+    # figures and tables drawn from the whole run's rows when the report is written (one process, after every
+    # unit): ``report_artifacts(rows: DataFrame of this benchmark's ok rows, folder: Path)`` writes *.png / *.md there
+    report_artifacts: Callable[..., Any] | None = None
     timeout_s: dict[str, float] = field(default_factory=lambda: {"smoke": 300, "quick": 1200, "full": 86400})
 
     def __post_init__(self) -> None:

@@ -243,6 +243,12 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
         for path in plot_curves(bench, sub, plots_dir):
             out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
         art = run_dir / "artifacts" / name
+        if bench and bench.report_artifacts is not None and not sub.empty:
+            try:
+                art.mkdir(parents=True, exist_ok=True)
+                bench.report_artifacts(sub, art)
+            except Exception as exc:  # a figure must never cost the report
+                out += [f"_{name}'s report artifacts failed: {type(exc).__name__}: {exc}_", ""]
         for path in sorted(art.glob("*.png")) if art.is_dir() else []:
             out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
         for path in sorted(art.glob("*.md")) if art.is_dir() else []:

@@ -373,3 +373,21 @@ def test_quick_presets_load_a_committed_tokenizer_instead_of_training_one(bench,
     dm = b.dataset(b.default_dataset)(b.config("quick"), None, 0)
     (getattr(dm, "prepare", None) or getattr(dm, "load", None) or dm.setup)()
     assert loaded and not list(tmp_path.glob("wordpiece-*.json"))
+
+
+def test_a_failing_report_artifact_costs_one_line_not_the_report(tmp_path, monkeypatch):
+    import dataclasses
+
+    import benchmarks.report as report
+    from benchmarks.registry import get_benchmark
+
+    def boom(rows, folder):
+        raise RuntimeError("no figure today")
+
+    bench = dataclasses.replace(get_benchmark("pmi_masking"), report_artifacts=boom)
+    monkeypatch.setattr(report, "_bench", lambda name: bench)
+    ref = pd.read_csv("results/reference/cpu-quick.csv")
+    df = ref[ref["benchmark"] == "pmi_masking"]
+    text = report.write_report(tmp_path, df).read_text()
+    assert "pmi_masking's report artifacts failed: RuntimeError: no figure today" in text
+    assert "## pmi_masking" in text and "| metric | variant | role | ours: mean ± std (n)" in text  # the rest is there

@@ -543,3 +543,30 @@ def test_verdict_rests_on_paired_shortcut_gaps_and_span_loss_of_trained_models()
     assert claim_verdict(verdict_rows(gaps, loss, below={"span": (0.05, 0.02)})).status == "holds"
     one_seed = verdict_rows(gaps, loss)
     assert claim_verdict(one_seed[one_seed["seed"] == 0]).status == "inconclusive"  # no pairing with one seed
+
+
+def test_the_cross_evaluation_matrix_is_drawn_from_every_row_of_the_run(tmp_path):
+    """The report draws the matrix once, from all units' rows (mean over seeds), so no unit
+    finishing last or at the same time can leave a row out."""
+    import pandas as pd
+
+    from benchmarks.units.pmi_masking import EVAL_MASKINGS, matrix_artifacts
+
+    rows = []
+    for scheme, base in (("pmi", 5.0), ("random", 6.0)):
+        for seed in (0, 1):
+            for m in EVAL_MASKINGS:
+                rows += [dict(variant=scheme, seed=seed, step=None, metric=f"heldout_loss@mask={m}", value=base + seed),
+                         dict(variant=scheme, seed=seed, step=None, metric=f"heldout_acc@mask={m}", value=0.1),
+                         dict(variant=scheme, seed=seed, step=None, metric=f"floor_loss@mask={m}", value=7.0)]
+            rows.append(dict(variant=scheme, seed=seed, step=None, metric="shortcut_gap", value=0.02 * (seed + 1)))
+    rows.append(dict(variant="ngram_statistics", seed=0, step=None, metric="pmi_vocab_coverage", value=0.12))
+    matrix_artifacts(pd.DataFrame(rows), tmp_path)
+    table = (tmp_path / "pmi_masking_matrix.md").read_text()
+    assert "| pmi | 5.500 / 0.100 |" in table and "| random | 6.500 / 0.100 |" in table  # means over both seeds
+    assert "| 0.030 | 2 |" in table and "ngram_statistics" not in table
+    assert (tmp_path / "pmi_masking_matrix.png").stat().st_size > 0
+    empty = tmp_path / "none"
+    empty.mkdir()
+    matrix_artifacts(pd.DataFrame(rows[-1:]), empty)  # no unit measured the matrix: nothing drawn
+    assert not list(empty.iterdir())

@@ -198,6 +198,7 @@ def pmi_masking() -> Benchmark:
             Metric("race_acc", True, kind="info", description="paper only: RACE accuracy after fine-tuning (not run here)"),
         ],
         run=lazy(f"{UNITS}:run"),
+        report_artifacts=lazy(f"{UNITS}:matrix_artifacts"),
         extras={"ngram_statistics": lazy(f"{UNITS}:ngram_statistics")},
         verdict=claim_verdict,
         paper_numbers=[

@@ -3,7 +3,6 @@ the description of the benchmark are in ``benchmarks/specs/pmi_masking.py``."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -196,30 +195,30 @@ def run(ctx: UnitContext) -> list[Measurement]:
         torch.manual_seed(ctx.seed)  # the same initial weights, untrained: does the task see pretraining at all?
         fresh = MaskedLMPretrainer(**{k: v for k, v in module.hparams.items()})
         out.append(Measurement("downstream_acc_untrained", finetune_downstream(ctx, fresh.mlm.bert, dm, fresh.alibi_slopes)))
-    draw_matrix(ctx, out)
     return out
 
 
 # --------------------------------------------------------------------------------------
-# The cross-evaluation matrix as a heat map (each unit adds its row; the last one draws all)
+# The cross-evaluation matrix as a heat map, drawn from the whole run's rows by the report
 # --------------------------------------------------------------------------------------
-def draw_matrix(ctx: UnitContext, rows: list[Measurement]) -> None:
-    """Save this unit's matrix row, then draw every row saved so far (mean over seeds):
-    the last unit of the run to finish draws the whole matrix. Held-out loss minus the
-    unigram floor per (trained scheme, held-out masking), and accuracy, as PNG and Markdown."""
-    values = {m.metric: m.value for m in rows if m.step is None}
+def matrix_artifacts(rows, folder: Path) -> None:
+    """The spec's ``report_artifacts``: from every ok row of the run (one process, after the
+    last unit), the cross-evaluation matrix (mean over seeds) as PNG and Markdown in
+    ``folder``. Held-out loss minus the unigram floor per (trained scheme, held-out
+    masking), and accuracy; nothing is drawn when no unit measured the matrix."""
+    flat = rows[rows["step"].isna()]
     nan = math.nan
-    row = {m: {"loss": values.get(f"heldout_loss@mask={m}", nan), "acc": values.get(f"heldout_acc@mask={m}", nan),
-               "floor": values.get(f"floor_loss@mask={m}", nan)} for m in EVAL_MASKINGS}
-    row["shortcut_gap"] = values.get("shortcut_gap", nan)
-    folder = Path(ctx.artifact("matrix"))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{ctx.name}-seed{ctx.seed}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(row))
-    os.replace(tmp, folder / f"{ctx.name}-seed{ctx.seed}.json")
     saved: dict[str, list[dict]] = {}
-    for path in sorted(folder.glob("*-seed*.json")):
-        saved.setdefault(path.stem.rsplit("-seed", 1)[0], []).append(json.loads(path.read_text()))
+    for (variant, _seed), unit in flat.groupby(["variant", "seed"], sort=True):
+        values = dict(zip(unit["metric"], unit["value"]))
+        if not any(f"heldout_loss@mask={m}" in values for m in EVAL_MASKINGS):
+            continue
+        row = {m: {"loss": values.get(f"heldout_loss@mask={m}", nan), "acc": values.get(f"heldout_acc@mask={m}", nan),
+                   "floor": values.get(f"floor_loss@mask={m}", nan)} for m in EVAL_MASKINGS}
+        row["shortcut_gap"] = values.get("shortcut_gap", nan)
+        saved.setdefault(str(variant), []).append(row)
+    if not saved:
+        return
     schemes = [s for s in ("pmi", "random", "whole_word", "span") if s in saved] + sorted(set(saved) - {"pmi", "random", "whole_word", "span"})
 
     def mean(s, m, key):
@@ -237,7 +236,7 @@ def draw_matrix(ctx: UnitContext, rows: list[Measurement]) -> None:
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {gap:.3f} | {len(saved[s])} |")
     first = schemes[0]
     lines.append("| unigram floor | " + " | ".join(f"{mean(first, m, 'floor'):.3f}" for m in EVAL_MASKINGS) + " | | |")
-    _atomic_text(Path(ctx.artifact("pmi_masking_matrix.md")), "\n".join(lines) + "\n")
+    _atomic_text(folder / "pmi_masking_matrix.md", "\n".join(lines) + "\n")
 
     import matplotlib
 
@@ -258,10 +257,10 @@ def draw_matrix(ctx: UnitContext, rows: list[Measurement]) -> None:
         fig.colorbar(im, ax=ax, shrink=0.8)
     axes[0].set_ylabel("trained with", fontsize=8)
     fig.suptitle("pmi_masking: every model under every masking (same held-out chunks)", fontsize=9)
-    tmp = Path(ctx.artifact(f".matrix.{os.getpid()}.png"))
+    tmp = folder / f".matrix.{os.getpid()}.png"
     fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, ctx.artifact("pmi_masking_matrix.png"))
+    os.replace(tmp, folder / "pmi_masking_matrix.png")
 
 
 def _atomic_text(path: Path, text: str) -> None:
