@@ -89,15 +89,6 @@ def generate_titles(model, input_ids: Tensor, attention_mask: Tensor, num_beams:
     return [rows[i : i + num_beams] for i in range(0, len(rows), num_beams)]
 
 
-def shift_right(labels: Tensor) -> Tensor:
-    """Teacher-forcing decoder inputs: ``</s>`` then the labels without their last position
-    (-100 padding read as ``<pad>``), as BART's ``shift_tokens_right``."""
-    out = torch.full_like(labels, PAD_ID)
-    out[:, 0] = EOS_ID
-    out[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, PAD_ID)
-    return out
-
-
 class GenreModule(L.LightningModule):
     """GENRE: BART reads ``left [START_ENT] mention [END_ENT] right`` and is trained with
     teacher forcing to emit the entity's title followed by ``</s>`` (cross-entropy with label
@@ -112,8 +103,11 @@ class GenreModule(L.LightningModule):
                                                pre_norm=pre_norm))
 
     def loss(self, batch: dict) -> Tensor:
-        # labels [B, T] give the decoder inputs (shifted right behind </s>); the loss is ours (label smoothing)
-        decoder_input_ids = shift_right(batch["labels"])
+        # labels [B, T] give the decoder inputs (BART's shift right behind </s>, -100 read as <pad>); the loss is ours
+        # (label smoothing), so the model is not given the labels and computes no second loss
+        from transformers.models.bart.modeling_bart import shift_tokens_right
+
+        decoder_input_ids = shift_tokens_right(batch["labels"], PAD_ID, EOS_ID)
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids)
         logits = out.logits  # [B, T, V]
         return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
