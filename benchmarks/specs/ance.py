@@ -142,6 +142,22 @@ def ance() -> Benchmark:
         # vectors: 0.079 vs 0.080), exact TF-IDF over the same 64 tokens gives 0.248 and BM25 0.380; ~85 training
         # articles do not teach a 64-dimensional encoder anything that transfers to unseen articles. Not reached: MRR@10
         # above the start by 0.03.
+        # Stronger starts, tried later (seed 0, held-out MRR@10 at step 0 -> after 200 steps; scripts not kept):
+        # - MLM pre-training on the corpus passages (BertForMaskedLM, width 64, 2,000 steps of 32, final loss 6.4): 0.012
+        #   -> 0.027 with IDF pooling, below the init="corpus" start;
+        # - contrastive pre-training on two random crops of every corpus passage (Contriever-style, in-batch, 300 steps):
+        #   0.073 -> 0.062, then random / in-batch fine-tuning 0.072 / 0.073;
+        # - pre-trained static token embeddings shipped in the wordllama 0.4 wheel (l2_supercat, Llama-2 tokenizer, the
+        #   first 128 of 256 dimensions; IDF pooling, cosine / 0.05; the transformer's output projections zeroed, so that
+        #   step 0 is the bag of vectors): 0.277 at step 0, a real retriever (BM25 0.380), but lr 1e-3 fine-tuning lowers it:
+        #   random 0.260, in-batch 0.253, BM25 negatives 0.263, ANN (refreshed every 25 steps) 0.276; lr 3e-4 0.272-0.276;
+        #   frozen word embeddings the same; with every passage of every article (4k passages, start 0.183) 0.191-0.193
+        #   after 200 or 600 steps;
+        # - and it is not the article split: with 20% of the training passages held out of training (their queries too),
+        #   their own queries go 0.054 -> 0.053 (random) / 0.061 (in-batch) at lr 1e-4 and fall at 1e-3. ~3,700 ICT pairs
+        #   teach the encoder the passages it has seen, not a matching function that reaches passages it has not.
+        # A dense retriever that learns here needs a pre-trained contextual encoder and more pairs: the `full` preset
+        # (bert-base-uncased, MS MARCO from --data-dir), which needs a download.
         # quick (= defaults), sized for the 4-minute budget: 12 passages per article (1,064 passages; 201 held-out ICT
         # queries; every sentence of a training passage a query, 4,622, whose positive is its passage minus it), passages
         # cut at 64 tokens, a 1-layer BERT of width 64, 200 steps of 16 queries x 4 negatives (in-batch: 15) from the
