@@ -429,7 +429,11 @@ def test_verdict_uses_the_best_baseline_and_paired_seeds():
     v = claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.50, 0.52]}))
     assert v.status == "does not hold" and "best baseline bm25" in v.evidence
     assert claim_verdict(verdict_rows({**base, "ance": [0.355, 0.36], "bm25": [0.35, 0.35]})).status == "inconclusive"
-    assert claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]}, untrained=0.3)).status == "inconclusive"
+    untrained = verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]}, untrained=0.3)
+    assert claim_verdict(untrained).status == "inconclusive"
+    assert "cannot show" not in claim_verdict(untrained).evidence
+    # on the embedded data, an untrained verdict says what this scale cannot show
+    assert "What this scale cannot show" in claim_verdict(untrained.assign(dataset="gensim_wiki")).evidence
 
 
 def test_emb_lr_zero_freezes_the_word_embeddings_and_temperature_scales_unit_norm_scores():
