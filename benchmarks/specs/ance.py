@@ -162,7 +162,7 @@ def ance() -> Benchmark:
         #   frozen word embeddings the same; with every passage of every article (4k passages, start 0.183) 0.191-0.193
         #   after 200 or 600 steps;
         # - and it is not the article split: with 20% of the training passages held out of training (their queries too),
-        #   their own queries go 0.054 -> 0.053 (random) / 0.061 (in-batch) at lr 1e-4 and fall at 1e-3. ~3,700 ICT pairs
+        #   their own 172 queries go 0.054 -> 0.053 (random) / 0.061 (in-batch) at lr 1e-4, 0.034 / 0.064 at 1e-3. ~3,700 ICT pairs
         #   teach the encoder the passages it has seen, not a matching function that reaches passages it has not.
         # A dense retriever that learns here needs a pre-trained contextual encoder and more pairs: the `full` preset
         # (bert-base-uncased, MS MARCO from --data-dir), which needs a download.
