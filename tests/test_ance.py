@@ -454,3 +454,18 @@ def test_emb_lr_zero_freezes_the_word_embeddings_and_temperature_scales_unit_nor
     module.eval()
     q, pos, _ = module.embed_batch(torch.arange(4), None)
     assert torch.allclose(pos.norm(dim=1), torch.ones(4), atol=1e-5) and torch.allclose(q.norm(dim=1), torch.full((4,), 10.0), atol=1e-4)
+
+
+def test_an_encoder_loaded_from_a_local_checkpoint_trains_in_train_mode(tmp_path):
+    """transformers' from_pretrained returns an eval-mode model and Lightning keeps that mode at fit
+    start; the encoder must come back in train mode (dropout on) with the checkpoint's weights."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    saved = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False)
+    saved.save_pretrained(tmp_path)
+    encoder = DualEncoder(checkpoint=str(tmp_path))
+    assert all(m.training for m in encoder.modules())
+    assert torch.equal(encoder.bert.get_input_embeddings().weight, saved.get_input_embeddings().weight)
+    assert encoder.dim == 16 and encoder.pool_weight.num_embeddings == 50

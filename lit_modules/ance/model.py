@@ -39,6 +39,9 @@ class DualEncoder(nn.Module):
             except OSError as exc:
                 raise FileNotFoundError(f"cannot load encoder checkpoint {checkpoint!r} (offline? pass a local path): "
                                         f"{str(exc).splitlines()[0]}") from None
+            # from_pretrained returns the model in eval mode, and Lightning keeps a module's mode at fit start:
+            # without this the checkpoint would be fine-tuned with its dropout off
+            self.bert.train()
         else:
             from transformers import BertConfig, BertModel
 
