@@ -45,23 +45,25 @@ def _bench(name: str) -> Benchmark | None:
 
 
 def variant_table(bench: Benchmark | None, df: pd.DataFrame) -> str:
-    """Markdown: metric, variant, ours (mean ± std, n), Δ vs baseline, paper."""
+    """Markdown: metric, variant, ours (mean ± std, n), Δ vs baseline, and the paper's number where
+    one is beside ours (:func:`beside_ours`; no paper column otherwise)."""
     flat = df[df["step"].isna()]
     if flat.empty:
         return "_no scalar metrics_\n"
     baseline = bench.baseline_name() if bench else None
     stats = flat.groupby(["metric", "variant"], sort=False)["value"].agg(["mean", "std", "count"])
-    paper = {}  # targets only: context numbers are a note under the table (paper_context_note)
-    for p in bench.paper_numbers if bench else []:
-        if p.scope == "target":
-            paper.setdefault((p.metric, p.variant), []).append(f"{fmt(p.value)} ({p.dataset}; {p.source})")
+    paper = {}  # targets measured like this run only: the others are notes under the table (paper_context_note)
+    for p in beside_ours(bench, df):
+        paper.setdefault((p.metric, p.variant), []).append(f"{fmt(p.value)} ({p.dataset}; {p.source})")
     roles = df.drop_duplicates("variant").set_index("variant")["role"].to_dict()
 
     def order(metric: str) -> tuple:
         m = bench.metric(metric) if bench else None
         return (KIND_ORDER.get(m.kind, 3) if m else 3, not (m and m.primary), metric)
 
-    lines = [f"| metric | variant | role | ours: mean ± std (n) | Δ vs {baseline or 'baseline'} | paper |", "|---|---|---|---|---|---|"]
+    # the paper column only where a paper number is beside ours (a full run on the paper's data)
+    lines = [f"| metric | variant | role | ours: mean ± std (n) | Δ vs {baseline or 'baseline'} |{' paper |' if paper else ''}",
+             "|---|---|---|---|---|" + ("---|" if paper else "")]
     for metric in sorted(stats.index.get_level_values(0).unique(), key=order):
         sub = stats.loc[metric]
         base_mean = sub.loc[baseline, "mean"] if baseline in sub.index else math.nan
@@ -70,24 +72,48 @@ def variant_table(bench: Benchmark | None, df: pd.DataFrame) -> str:
             delta = "—" if variant == baseline or roles.get(variant) == "extra" or math.isnan(base_mean) else f"{s['mean'] - base_mean:+.4g}"
             m = bench.metric(metric) if bench else None
             name = f"**{metric}**" if m and m.primary else metric
-            lines.append(
-                f"| {name} | {variant} | {roles.get(variant, '')} | {fmt(s['mean'])}{std} (n={int(s['count'])}) | {delta} | "
-                f"{'<br>'.join(paper.get((metric, variant), [])) or '—'} |"
-            )
+            cells = [name, variant, roles.get(variant, ""), f"{fmt(s['mean'])}{std} (n={int(s['count'])})", delta]
+            if paper:
+                cells.append("<br>".join(paper.get((metric, variant), [])) or "—")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def paper_context_note(bench: Benchmark | None) -> list[str]:
-    """Markdown lines under the table: the paper's context numbers (not targets for our runs)."""
+def beside_ours(bench: Benchmark | None, df: pd.DataFrame | None) -> list:
+    """The paper's target numbers that go in the table's paper column: only for a ``full`` run
+    (the model family the paper measured) on the number's own dataset. A quick run on the
+    embedded data gets none: the paper did not measure that model or data."""
+    if bench is None or df is None or df.empty:
+        return []
+    presets, datasets = set(df["preset"].astype(str)), set(df["dataset"].astype(str))
+    return [p for p in bench.paper_numbers if p.scope == "target" and presets == {"full"} and p.dataset in datasets]
+
+
+def paper_context_note(bench: Benchmark | None, df: pd.DataFrame | None = None) -> list[str]:
+    """Markdown lines under the table: the paper's target numbers that this run does not measure
+    (another preset or dataset: see :func:`beside_ours`), then its context numbers (not targets
+    for any of our runs). ``df``: the run's rows of the benchmark (None: no target is beside ours)."""
     if bench and not bench.paper_numbers and bench.paper_numbers_note:
         return [f"_No paper numbers: {bench.paper_numbers_note}_", ""]
-    context = [p for p in bench.paper_numbers if p.scope == "context"] if bench else []
-    if not context:
+    if bench is None:
         return []
-    lines = ["_Paper numbers for context (another model size, pre-training, data split or variant mapping than "
-             "our `full` preset; not targets, not in the table):_", ""]
-    lines += [f"- {p.variant} {p.metric} = {fmt(p.value)} ({p.dataset}; {p.source})" for p in context]
-    return lines + [""]
+    lines: list[str] = []
+    placed = beside_ours(bench, df)
+    elsewhere = [p for p in bench.paper_numbers if p.scope == "target" and p not in placed]
+    if elsewhere:
+        ran = "" if df is None or df.empty else (f" (this run: {'/'.join(sorted(set(df['preset'].astype(str))))} on "
+                                                 f"{', '.join(sorted(set(df['dataset'].astype(str))))})")
+        lines += [f"_The paper's numbers for what our `full` preset runs, on the paper's data{ran}; another model or "
+                  "data than this run's, so not beside ours:_", ""]
+        lines += [f"- {p.variant} {p.metric} = {fmt(p.value)} ({p.dataset}; {p.source})" for p in elsewhere]
+        lines.append("")
+    context = [p for p in bench.paper_numbers if p.scope == "context"]
+    if context:
+        lines += ["_Paper numbers for context (another model size, pre-training, data split or variant mapping than "
+                  "our `full` preset; not targets, not in the table):_", ""]
+        lines += [f"- {p.variant} {p.metric} = {fmt(p.value)} ({p.dataset}; {p.source})" for p in context]
+        lines.append("")
+    return lines
 
 
 def _draw_curves(ax, sub: pd.DataFrame, m, title: str) -> None:
@@ -236,10 +262,10 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
                 out += [f"- `{m.name}` ({m.kind}, {'higher' if m.higher_is_better else 'lower'} is better): {m.description}" for m in described]
                 out += ["", "</details>", ""]
         out += [variant_table(bench, sub), ""]
-        if bench and any(p.scope == "target" for p in bench.paper_numbers):
+        if beside_ours(bench, sub):
             out += ["_The paper column holds the paper's own numbers for the model family our `full` preset runs, "
                     "on the paper's dataset; ours are from this run._", ""]
-        out += paper_context_note(bench)
+        out += paper_context_note(bench, sub)
         for path in plot_curves(bench, sub, plots_dir):
             out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
         art = run_dir / "artifacts" / name

@@ -104,8 +104,25 @@ def test_report_puts_targets_in_the_paper_column_and_context_under_the_table():
     table = variant_table(bench, df)
     assert "3.21 (cifar10; arXiv 2011.13456 Table 2, row DDPM cont. (VP)" in table
     assert "3.13" not in table and "deep" not in table
-    note = "\n".join(paper_context_note(bench))
+    note = "\n".join(paper_context_note(bench, df))
     assert "vp_ode bpd = 3.13" in note and "context: the deep DDPM++ architecture" in note
+    assert "not beside ours" not in note  # every target is in the table
+
+
+@pytest.mark.parametrize("change", [dict(preset="quick"), dict(dataset="digits")])
+def test_a_target_goes_beside_ours_only_for_a_full_run_on_its_dataset(change):
+    """A quick run, or a run on other data, measures another model or data than the paper's: its
+    targets are listed under the table, not in the paper column."""
+    from benchmarks.report import paper_context_note, variant_table
+
+    bench = get_benchmark("score_sde")
+    df = _rows([{**dict(benchmark="score_sde", variant=v, role="method" if v != "ddpm_ancestral" else "baseline",
+                        dataset="cifar10", metric="bpd", value=1.0), **change} for v in ("vp_ode", "ddpm_ancestral")])
+    table = variant_table(bench, df)
+    assert "3.21" not in table and "| paper |" not in table.splitlines()[0]
+    note = "\n".join(paper_context_note(bench, df))
+    assert "not beside ours" in note and "vp_ode bpd = 3.21 (cifar10; arXiv 2011.13456 Table 2" in note
+    assert f"(this run: {df['preset'][0]} on {df['dataset'][0]})" in note
 
 
 def test_committed_paper_csv_has_scope_and_source():
