@@ -125,13 +125,13 @@ def negative_informativeness(module: DenseRetriever, dm: RetrievalDataModule, cf
     p_emb = encode(module.encoder, dm.passage_tokens if allowed is None else dm.passage_tokens[allowed])
     Q, B, n = len(dm.train_positive), cfg["batch_size"], cfg["num_negatives"]
     batches = [torch.randperm(Q, generator=gen)[:B] for _ in range(cfg["grad_batches"])]
+    where = {} if allowed is None else {int(c): i for i, c in enumerate(allowed.tolist())}  # corpus id -> row of p_emb
     module.train()
     stats = {"ann": [], "random": []}
     for q_idx in batches:
         q_emb = encode(module.encoder, dm.train_query_tokens[q_idx])
         pos = dm.train_positive[q_idx]
         if allowed is not None:  # positions in p_emb: the positive's, or -1 (not a candidate)
-            where = {int(c): i for i, c in enumerate(allowed.tolist())}
             pos = torch.tensor([where.get(int(p), -1) for p in pos])
         sources = {"ann": hard_negatives(q_emb, p_emb, pos, n, cfg["depth"], gen),
                    "random": random_negatives(len(p_emb), pos, n, gen)}
