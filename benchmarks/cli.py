@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run benchmarks (all when no NAMES)")
     r.add_argument("names", nargs="*", metavar="NAMES")
     r.add_argument("--preset", default="quick", help="smoke | quick | full (default quick)")
-    r.add_argument("--seeds", type=int, default=None, help="number of seeds (default: smoke 1, quick 2, full 3)")
+    r.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the benchmark's own count for the preset, which `iclrbench list` "
+                        "shows and its spec sizes by a power estimate; else smoke 1, quick 3, full 3)")
     r.add_argument("--dataset", default=None, help="dataset name (default: each benchmark's embedded one)")
     r.add_argument("--data-dir", default=None, help="where real datasets live (or are downloaded to)")
     r.add_argument("--variant", action="append", dest="variants", help="run only this variant (repeatable)")
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every unit in a fresh interpreter instead of forking it from a warm worker")
     r.add_argument("--jobs", type=int, default=0,
                    help="units at a time, each its own process: one GPU each when there are GPUs, else a share of "
-                        "the cores (default: 1 with --launcher process, all at once with slurm / submitit-local)")
+                        "the cores (default on a CPU: one per core, at most 8, each with cores/jobs threads; with GPUs "
+                        "or --devices > 1: 1; all at once with slurm / submitit-local)")
     r.add_argument("--launcher", default="process", choices=LAUNCHERS,
                    help="process (this machine) | slurm | submitit-local (submitit)")
     s = r.add_argument_group("SLURM (--launcher slurm, through submitit)")
@@ -110,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list() -> int:
-    from benchmarks.registry import get_benchmark, list_benchmarks
+    from benchmarks.plan import DEFAULT_SEEDS
+    from benchmarks.registry import PRESETS, get_benchmark, list_benchmarks
 
     for name in list_benchmarks():
         b = get_benchmark(name)
@@ -119,6 +122,7 @@ def cmd_list() -> int:
         print("  variants: " + ", ".join(f"{v.name} ({v.role})" for v in b.variants))
         print(f"  datasets: {', '.join(b.datasets)} (default {b.default_dataset})")
         print(f"  presets:  {', '.join(b.presets)}; extras: {', '.join(b.extras) or '-'}")
+        print("  seeds:    " + ", ".join(f"{p} {b.seeds.get(p) or DEFAULT_SEEDS[p]}" for p in PRESETS))
         print("  metrics:  " + ", ".join(m.name + ("*" if m.primary else "") for m in b.metrics))
     return EXIT_OK
 

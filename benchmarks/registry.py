@@ -112,8 +112,13 @@ class Variant:
 
 @dataclass(frozen=True)
 class Verdict:
+    """A claim's decision. ``judgements`` are the declared comparisons behind it
+    (``benchmarks.verdict.Judgement``: the pair, n, the effect with its interval), which the
+    claims table shows; ``evidence`` says the rest in words."""
+
     status: Literal["holds", "does not hold", "inconclusive"]
     evidence: str
+    judgements: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,9 @@ class Benchmark:
     # unit): ``report_artifacts(rows: DataFrame of this benchmark's ok rows, folder: Path)`` writes *.png / *.md there
     report_artifacts: Callable[..., Any] | None = None
     timeout_s: dict[str, float] = field(default_factory=lambda: {"smoke": 300, "quick": 1200, "full": 86400})
+    # seeds per preset when --seeds is not given (presets not named: benchmarks.plan.DEFAULT_SEEDS); the spec says how
+    # the number was sized (a power estimate from a stored run's spread, within the quick budget)
+    seeds: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -211,6 +219,9 @@ class Benchmark:
                 raise ValueError(f"{self.name}: variant {v.name!r} sets unknown keys {unknown}")
         if not self.datasets:
             raise ValueError(f"{self.name}: needs at least one dataset")
+        for preset, n in self.seeds.items():
+            if preset not in PRESETS or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{self.name}: seeds must map a preset {PRESETS} to a count >= 1; got {preset!r}: {n!r}")
         for p in self.paper_numbers:
             if p.variant not in names or self.metric(p.metric) is None:
                 raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")

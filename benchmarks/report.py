@@ -190,6 +190,32 @@ def decide(bench: Benchmark | None, df: pd.DataFrame) -> Verdict:
         return Verdict("inconclusive", f"verdict rule failed: {type(exc).__name__}: {exc}")
 
 
+def claim_cells(verdict: Verdict) -> tuple[str, str, str]:
+    """The claims table's pair, n and effect cells: one line per declared comparison."""
+    if not verdict.judgements:
+        return "—", "—", "—"
+    pairs, ns, effects = [], [], []
+    for j in verdict.judgements:
+        c, e = j.comparison, j.estimate
+        pairs.append(f"{c.name} ({c.kind}, {c.threshold_text}): {j.status}")
+        ns.append(str(e.n))
+        rel = " rel." if c.relative else ""
+        effects.append(f"{e.text()}{rel} ({e.confidence:.0%})")
+    return "<br>".join(pairs), "<br>".join(ns), "<br>".join(effects)
+
+
+def rest_of_evidence(verdict: Verdict) -> str:
+    """The evidence beyond the judgements' own lines (which the table's other cells show), in the claims table;
+    the benchmark's section below prints it whole."""
+    head = "; ".join(j.text() for j in verdict.judgements)
+    if head and verdict.evidence.startswith(head):
+        notes = [f"{j.comparison.name}: {j.note}" for j in verdict.judgements if j.note]
+        needed = [f"{j.comparison.name}: about {j.seeds_needed} seeds would decide it" for j in verdict.judgements
+                  if j.seeds_needed is not None]
+        return "; ".join([*notes, *needed, verdict.evidence[len(head):].lstrip("; ")]).strip("; ") or "—"
+    return verdict.evidence
+
+
 def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
     info = {}
     try:
@@ -198,6 +224,7 @@ def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
         pass
     first = df.iloc[0]
     opts = info.get("options", {})
+    ex = info.get("execution", {})
     n_ok = df.loc[df["status"] == "ok", ["benchmark", "variant", "seed"]].drop_duplicates().shape[0]
     return [
         f"- preset **{first['preset']}**, seeds {sorted(df['seed'].dropna().astype(int).unique().tolist())}, "
@@ -206,6 +233,8 @@ def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
         f"{first['accelerator']}, devices {first['devices']}, strategy {first['strategy']}, precision {first['precision']}",
         f"- torch {first['torch']}, lightning {first['lightning']}, git {str(first['git_sha'])[:10]}"
         f"{' (uncommitted changes)' if str(first['git_dirty']).lower() == 'true' else ''}",
+        *([f"- run {ex.get('jobs')} unit(s) at a time, {ex.get('threads_per_unit') or 'torch default'} torch thread(s) each, "
+           f"on {ex.get('cpu_count')} CPU cores and {ex.get('gpus')} GPU(s) ({ex.get('launcher')})"] if ex else []),
         f"- {n_ok} (benchmark, variant, seed) groups ok, {int((df['status'] != 'ok').sum())} units failed"
         + (f"; command options: `{json.dumps({k: v for k, v in opts.items() if v not in (None, [], {}, False)})}`" if opts else ""),
     ]
@@ -234,13 +263,21 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
     plots_dir = run_dir / "plots"
     out = [f"# iclrbench report: {run_dir.name}", "", *_run_info(run_dir, df), ""]
     names = list(dict.fromkeys(df["benchmark"].astype(str)))
-    out += ["## Claims at this run's scale", "", "| benchmark | the paper's claim | verdict | evidence |", "|---|---|---|---|"]
+    out += ["## Claims at this run's scale", "",
+            "Each claim is decided on comparisons its spec declared before the run: the compared pair, n (paired seeds, "
+            "or runs), the effect (positive favours the method) with its interval (95 % for \"better than\"; 90 %, "
+            "two one-sided tests, for \"as good as\" / \"not worse than\", against the stated margin), and the "
+            "judgement; the evidence column gives the rest. See the README's \"How a verdict is decided\".", "",
+            "| benchmark | the paper's claim | compared pair | n | effect [interval] | verdict | evidence |",
+            "|---|---|---|---|---|---|---|"]
     verdicts = {}
     for name in names:
         bench = _bench(name)
         verdicts[name] = decide(bench, df[df["benchmark"] == name])
         claim = bench.claim if bench else "?"
-        out.append(f"| {name} | {claim} | **{verdicts[name].status}** | {verdicts[name].evidence} |")
+        pairs, ns, effects = claim_cells(verdicts[name])
+        out.append(f"| {name} | {claim} | {pairs} | {ns} | {effects} | **{verdicts[name].status}** | "
+                   f"{rest_of_evidence(verdicts[name]).replace('|', '/')} |")
     out.append("")
     errors = df[df["status"] != "ok"]
     if not errors.empty:

@@ -220,6 +220,21 @@ def make_launcher(opts: RunOptions, run_dir: Path, units: list[Unit]) -> Any:
     return WarmWorker(sorted({_units_module(get_benchmark(u.benchmark)) for u in units} - {None}))
 
 
+MAX_DEFAULT_JOBS = 8  # a CPU machine's default: at most this many units at a time (memory: ~1-2 GB each at quick)
+
+
+def default_jobs(opts: RunOptions, gpus: list[str], all_at_once: int) -> int:
+    """Units at a time when ``--jobs`` is not given. submitit: all at once. Here with GPUs: one (``--jobs N`` to
+    share them out). On a CPU: one unit per core, up to MAX_DEFAULT_JOBS, each with cores ÷ jobs torch threads,
+    which is how the stored quick reference is made (2 cores: ``--jobs 2 --threads 1``); Lightning's own
+    multi-process units (``--devices`` > 1, ``--num-nodes`` > 1) keep one at a time."""
+    if opts.launcher != "process":
+        return max(1, all_at_once)
+    if gpus or str(opts.devices) != "1" or opts.num_nodes != 1:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
 def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
     """Plan, run (resuming; up to ``opts.jobs`` units at a time), summarise and report;
     returns the run directory. One line per finished unit, in completion order; the
@@ -232,15 +247,20 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(opts.out) / f"{run_id}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "run.json", json.dumps(
-        {"run_id": run_dir.name, "options": asdict(opts), "git_sha": version[0], "git_dirty": version[1]}, indent=1, default=str))
+
     done = {stem for stem, df in load_units(run_dir).items() if (df["status"] == "ok").all()}
     echo(f"run {run_dir.name}: {len(units)} units ({len(done & {u.stem for u in units})} already complete) -> {run_dir}")
     devices = opts.devices if isinstance(opts.devices, int) else 1
     threads = int(os.environ["ICLRBENCH_THREADS"]) if os.environ.get("ICLRBENCH_THREADS") else None
-    jobs = opts.jobs or (1 if opts.launcher == "process" else max(1, len(units) * devices))
     here = opts.launcher == "process"
-    slots = Slots(jobs, devices, visible_gpus(opts.accelerator) if here else [], threads, share_cores=here)
+    gpus = visible_gpus(opts.accelerator) if here else []
+    jobs = opts.jobs or default_jobs(opts, gpus, len(units) * devices)
+    slots = Slots(jobs, devices, gpus, threads, share_cores=here)
+    atomic_write_text(run_dir / "run.json", json.dumps(
+        {"run_id": run_dir.name, "options": asdict(opts), "git_sha": version[0], "git_dirty": version[1],
+         # how it was run (not part of the run id): units at a time and torch threads per unit
+         "execution": {"jobs": slots.capacity, "threads_per_unit": slots.threads, "cpu_count": os.cpu_count(),
+                       "gpus": len(gpus), "launcher": opts.launcher}}, indent=1, default=str))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     failed, finished = 0, 0
     pending = [u for u in units if u.stem not in done]

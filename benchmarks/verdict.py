@@ -1,55 +1,446 @@
-"""Rules that decide a paper's claim from a run's rows, beyond the spread over seeds."""
+"""The statistics every verdict uses (DESIGN.md, "Verdicts: the rules of evidence").
+
+A spec declares its comparisons before the run, as :class:`Comparison` objects: the
+method and the baseline, the metric, the kind of claim and the smallest effect that counts
+(``delta``, for "better than") or the equivalence margin (``margin``, for "as good as /
+close to"), each with its source. :func:`judge` turns a run's rows into a
+:class:`Judgement`: the effect (oriented so that a positive value favours the method), its
+interval, ``n`` and the decision. The rules:
+
+- **better** (``delta >= 0``): a two-sided 95 % interval for the effect. *Does not hold*
+  when its upper end is below ``delta`` (reliably smaller than the claim needs, or worse);
+  *holds* when its lower end is above 0 and its upper end is not below ``delta``;
+  *inconclusive* otherwise.
+- **equivalent** (two one-sided tests at 5 %, i.e. a 90 % interval): *holds* when the
+  interval lies inside ``±margin``, *does not hold* when it lies wholly outside,
+  *inconclusive* otherwise. A judge of equivalence must first show that the metric
+  separates a trained model from its trivial floor by more than the margin
+  (``floor_separation``), or the verdict is inconclusive and says so.
+- **noninferior** ("at least on par", "loses little", one one-sided test at 5 %: the
+  90 % interval's lower end): *holds* when the lower end is above ``-margin``, *does not
+  hold* when the upper end is below ``-margin``, *inconclusive* otherwise; the same floor
+  condition as equivalence.
+
+Intervals: paired where the design pairs seeds (same seed = same initialisation and data;
+Student's t on the per-seed differences), Welch's t otherwise; RL returns use rliable's
+interquartile mean with a stratified bootstrap (:func:`iqm_difference`, rliable's definitions), and a metric whose
+unit of sampling is not the seed (word pairs of a similarity set) a paired bootstrap
+(:func:`bootstrap_difference`). An interval needs two values on each side; with fewer the
+decision is inconclusive and says so. An inconclusive judgement estimates how many seeds
+would decide it (:func:`seeds_to_decide`) from the observed spread.
+
+This module is imported by the specs, so it imports numpy / scipy / pandas only inside the
+functions that compute (listing a spec stays light).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
 from benchmarks.registry import Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-MIN_BAND = 0.01  # when one seed gives no spread: differences under 1 point are inconclusive
+CONFIDENCE = 0.95  # two-sided, for "better than"
+TOST_CONFIDENCE = 0.90  # two one-sided tests at 5 % each = a 90 % two-sided interval
+POWER = 0.8  # for the number of seeds that would decide a claim
+MAX_SEEDS_REPORTED = 200  # beyond this, "no affordable number of seeds"
+Kind = Literal["better", "equivalent", "noninferior"]
+Status = Literal["holds", "does not hold", "inconclusive"]
 
 
-def seed_stats(df: pd.DataFrame, variant: str, metric: str, step: float | None = None) -> tuple[float, float, int]:
-    """Mean, sample std (0 for one seed) and count over seeds of one variant's metric."""
+# ------------------------------------------------------------------------- declarations
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison a claim makes, declared in the spec before any run.
+
+    ``method`` and ``baseline`` are variant names; ``metric`` a (possibly ``@``-qualified)
+    metric, read at ``step`` when given (a curve point). ``kind`` is ``better`` (needs
+    ``delta``, the smallest effect that counts, >= 0), ``equivalent`` or ``noninferior``
+    (need ``margin`` > 0). ``relative``: the effect is per seed (method - baseline) / |baseline|
+    (a FID, whose scale depends on the feature space). ``source`` says where delta or the
+    margin comes from (the paper's effect, a scale argument). ``paired``: seeds pair the two
+    variants (same seed = same initialisation and data); else Welch.
+    """
+
+    method: str
+    baseline: str
+    metric: str
+    kind: Kind = "better"
+    delta: float = 0.0
+    margin: float = 0.0
+    higher_is_better: bool = True
+    relative: bool = False
+    paired: bool = True
+    step: float | None = None
+    source: str = ""
+    label: str = ""  # a short name for the report (default: "method vs baseline")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("better", "equivalent", "noninferior"):
+            raise ValueError(f"comparison kind must be better, equivalent or noninferior; got {self.kind!r}")
+        if self.kind == "better" and not self.delta >= 0:
+            raise ValueError(f"a 'better' comparison needs delta >= 0; got {self.delta!r}")
+        if self.kind != "better" and not self.margin > 0:
+            raise ValueError(f"an {self.kind!r} comparison needs a margin > 0; got {self.margin!r}")
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.method} vs {self.baseline}"
+
+    @property
+    def confidence(self) -> float:
+        return CONFIDENCE if self.kind == "better" else TOST_CONFIDENCE
+
+    @property
+    def threshold_text(self) -> str:
+        unit = " (relative)" if self.relative else ""
+        if self.kind == "better":
+            return f"smallest effect {self.delta:.3g}{unit}"
+        return f"margin ±{self.margin:.3g}{unit}" if self.kind == "equivalent" else f"margin −{self.margin:.3g}{unit}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An effect (positive favours the method) with a two-sided interval at ``confidence``."""
+
+    effect: float
+    low: float
+    high: float
+    n: int  # pairs (paired), or the smaller group (Welch), or runs (bootstrap)
+    confidence: float
+    method: str  # "paired t", "Welch t", "IQM stratified bootstrap", ...
+    sd: float = math.nan  # sd of the per-seed differences (paired), pooled sd (Welch): for seeds_to_decide
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(x) for x in (self.effect, self.low, self.high))
+
+    def text(self, fmt: str = "+.3g") -> str:
+        if not math.isfinite(self.effect):
+            return "n/a"
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return f"{self.effect:{fmt}} (no interval: n = {self.n})"
+        return f"{self.effect:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A comparison decided on a run's rows."""
+
+    comparison: Comparison
+    estimate: Estimate
+    status: Status
+    note: str = ""  # why inconclusive (too few seeds, the floor, a competence gate) or extra context
+    means: tuple[float, float] = (math.nan, math.nan)  # method, baseline
+    seeds_needed: int | None = None  # estimated seeds (pairs) that would decide it, when inconclusive
+
+    def text(self) -> str:
+        c, e = self.comparison, self.estimate
+        side = f"{c.metric}{'' if c.step is None else f' at {c.step:g}'}: {c.method} {self.means[0]:.4g} vs {c.baseline} {self.means[1]:.4g}"
+        what = "relative effect" if c.relative else "effect"
+        out = (f"{c.name} ({c.kind}, {c.threshold_text}): {side}; {what} {e.text()} "
+               f"({e.confidence:.0%} {e.method}, n = {e.n}) → {self.status}")
+        if self.status == "inconclusive" and self.seeds_needed is not None:
+            out += (f"; about {self.seeds_needed} seeds would decide it" if self.seeds_needed <= MAX_SEEDS_REPORTED
+                    else f"; more than {MAX_SEEDS_REPORTED} seeds would be needed at this spread")
+        return out + (f" ({self.note})" if self.note else "")
+
+
+# ------------------------------------------------------------------------------ intervals
+def _t(confidence: float, dof: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, dof))
+
+
+def paired_t(diffs: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Student's t interval for the mean of per-seed differences."""
+    d = [float(x) for x in diffs if math.isfinite(float(x))]
+    n = len(d)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, confidence, "paired t")
+    mean = sum(d) / n
+    if n < 2:
+        return Estimate(mean, math.nan, math.nan, n, confidence, "paired t")
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    half = _t(confidence, n - 1) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n, confidence, "paired t", sd)
+
+
+def welch_t(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Welch's t interval for mean(a) - mean(b) (unequal variances, Welch–Satterthwaite dof)."""
+    a = [float(x) for x in a if math.isfinite(float(x))]
+    b = [float(x) for x in b if math.isfinite(float(x))]
+    if not a or not b:
+        return Estimate(math.nan, math.nan, math.nan, min(len(a), len(b)), confidence, "Welch t")
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    n = min(len(a), len(b))
+    if n < 2:
+        return Estimate(ma - mb, math.nan, math.nan, n, confidence, "Welch t")
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    se2 = va / len(a) + vb / len(b)
+    if se2 == 0:
+        return Estimate(ma - mb, ma - mb, ma - mb, n, confidence, "Welch t", 0.0)
+    dof = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    half = _t(confidence, dof) * math.sqrt(se2)
+    return Estimate(ma - mb, ma - mb - half, ma - mb + half, n, confidence, "Welch t", math.sqrt((va + vb) / 2))
+
+
+def bootstrap_difference(
+    method: Sequence[Sequence[float]] | Sequence[float],
+    baseline: Sequence[Sequence[float]] | Sequence[float],
+    statistic=None,
+    confidence: float = CONFIDENCE,
+    reps: int = 10_000,
+    seed: int = 0,
+    label: str = "paired bootstrap",
+) -> Estimate:
+    """Percentile interval of ``statistic(method) - statistic(baseline)`` by a paired bootstrap.
+
+    The arrays are resampled with the same indices along their first axis (paired units:
+    word pairs scored by both methods, runs of the same seed). With 2-D arrays (units x
+    seeds) the resampling is stratified by seed (column): each seed's units are resampled
+    within it. ``statistic`` maps the resampled array to one number (default: the mean).
+    """
+    import numpy as np
+
+    m, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
+    if m.shape != b.shape:
+        raise ValueError(f"a paired bootstrap needs arrays of one shape; got {m.shape} and {b.shape}")
+    stat = statistic or (lambda x: float(np.mean(x)))
+    effect = stat(m) - stat(b)
+    n = m.shape[0]
+    if n < 2:
+        return Estimate(effect, math.nan, math.nan, n, confidence, label)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(reps, *([n] if m.ndim == 1 else [n, m.shape[1]])))
+    if m.ndim == 1:
+        draws = np.array([stat(m[i]) - stat(b[i]) for i in idx])
+    else:  # stratified: resample rows within each column independently
+        cols = np.arange(m.shape[1])
+        draws = np.array([stat(m[i, cols]) - stat(b[i, cols]) for i in idx])
+    lo, hi = np.quantile(draws, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return Estimate(float(effect), float(lo), float(hi), n, confidence, label, float(np.std(draws, ddof=1)) * math.sqrt(n))
+
+
+def iqm(scores: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle 50 % of runs (rliable's ``aggregate_iqm``,
+    ``scipy.stats.trim_mean(scores, 0.25)``)."""
+    from scipy import stats
+
+    return float(stats.trim_mean(list(scores), proportiontocut=0.25, axis=None))
+
+
+def iqm_difference(method: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE,
+                   reps: int = 20_000, seed: int = 0) -> Estimate:
+    """IQM(method) - IQM(baseline) over runs, with a stratified bootstrap percentile interval.
+
+    Agarwal et al. 2021 (rliable): runs are resampled with replacement within each task (the
+    strata; one task here), and the two arrays with the same run indices, since runs of one
+    seed share the environment's evaluation seeds (paired). rliable itself is not a
+    dependency: its 1.2.0 needs arch < 8, which does not import under pandas 3 (NOTES.md);
+    this follows its ``StratifiedBootstrap`` with ``method="percentile"``.
+    """
+    import numpy as np
+    from scipy import stats
+
+    m, b = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
+    effect = iqm(m) - iqm(b)
+    n = min(len(m), len(b))
+    if len(m) != len(b) or n < 2:
+        return Estimate(effect, math.nan, math.nan, n, confidence, "IQM stratified bootstrap")
+    idx = np.random.default_rng(seed).integers(0, n, size=(reps, n))
+    draws = stats.trim_mean(m[idx], 0.25, axis=1) - stats.trim_mean(b[idx], 0.25, axis=1)
+    lo, hi = np.quantile(draws, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return Estimate(effect, float(lo), float(hi), n, confidence, "IQM stratified bootstrap", float(np.std(m - b, ddof=1)))
+
+
+# ------------------------------------------------------------------------------ decisions
+def decide(kind: Kind, estimate: Estimate, delta: float = 0.0, margin: float = 0.0) -> Status:
+    """The rule of the module docstring for one estimate (already at the kind's confidence)."""
+    if not estimate.finite:
+        return "inconclusive"
+    lo, hi = estimate.low, estimate.high
+    if kind == "better":
+        if hi < delta:
+            return "does not hold"
+        return "holds" if lo > 0 else "inconclusive"
+    if kind == "equivalent":
+        if -margin < lo and hi < margin:
+            return "holds"
+        return "does not hold" if (lo > margin or hi < -margin) else "inconclusive"
+    if kind == "noninferior":
+        if lo > -margin:
+            return "holds"
+        return "does not hold" if hi < -margin else "inconclusive"
+    raise ValueError(f"unknown comparison kind {kind!r}")
+
+
+def seeds_to_decide(kind: Kind, effect: float, sd: float, delta: float = 0.0, margin: float = 0.0,
+                    confidence: float | None = None, power: float = POWER, limit: int = 10_000) -> int | None:
+    """Paired seeds at which an effect of the observed size, with the observed per-seed sd,
+    would be decided with probability ``power`` (t approximation): the smallest n whose
+    interval half-width plus the power quantile's share is below the distance from the
+    effect to the nearest decision boundary. None when the spread is unknown (one seed)."""
+    if not (math.isfinite(effect) and math.isfinite(sd)) or sd < 0:
+        return None
+    conf = confidence or (CONFIDENCE if kind == "better" else TOST_CONFIDENCE)
+    if kind == "better":  # decided once the upper end is below delta or the lower end above 0
+        distance = max(effect, delta - effect)
+    elif kind == "equivalent":
+        distance = abs(margin - abs(effect))
+    else:
+        distance = abs(effect + margin)
+    if sd == 0:
+        return 2
+    if distance == 0:
+        return limit + 1
+    for n in range(2, limit + 1):
+        if (_t(conf, n - 1) + _t(2 * power - 1, n - 1)) * sd / math.sqrt(n) < distance:
+            return n
+    return limit + 1
+
+
+# ------------------------------------------------------------------------------- rows
+def per_seed(df: pd.DataFrame, variant: str, metric: str, step: float | None = None) -> dict[int, float]:
+    """seed -> value of one variant's metric (the mean where a seed has several rows)."""
     rows = df[(df["variant"] == variant) & (df["metric"] == metric)]
     if step is None:
         rows = rows[rows["step"].isna()]
     else:
         rows = rows[rows["step"].astype(float).sub(step).abs() < 1e-12]
-    values = rows["value"].astype(float)
-    if values.empty:
+    rows = rows[rows["value"].astype(float).notna()]
+    return {int(s): float(v) for s, v in rows.groupby("seed")["value"].mean().items()}
+
+
+def seed_stats(df: pd.DataFrame, variant: str, metric: str, step: float | None = None) -> tuple[float, float, int]:
+    """Mean, sample std (0 for one seed) and count over seeds of one variant's metric."""
+    values = list(per_seed(df, variant, metric, step).values())
+    if not values:
         return math.nan, math.nan, 0
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, int(len(values))
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, sd, len(values)
 
 
-def band(std_a: float, std_b: float, min_band: float = MIN_BAND) -> float:
-    """Two pooled standard deviations over seeds, at least ``min_band``."""
-    pooled = math.sqrt((std_a**2 + std_b**2) / 2)
-    return max(2 * pooled, min_band)
+def estimate(c: Comparison, m: dict[int, float], b: dict[int, float]) -> Estimate:
+    """The comparison's effect and interval from per-seed values (oriented: positive favours the method)."""
+    sign = 1.0 if c.higher_is_better else -1.0
+    if c.paired:
+        common = sorted(set(m) & set(b))
+        diffs = []
+        for s in common:
+            d = sign * (m[s] - b[s])
+            diffs.append(d / abs(b[s]) if c.relative and b[s] != 0 else (math.nan if c.relative else d))
+        return paired_t(diffs, c.confidence)
+    if c.relative:
+        mb = sum(b.values()) / len(b) if b else math.nan
+        scale = abs(mb) if mb else math.nan
+        return welch_t([sign * x / scale for x in m.values()], [sign * x / scale for x in b.values()], c.confidence)
+    return welch_t([sign * x for x in m.values()], [sign * x for x in b.values()], c.confidence)
 
 
-def primary_vs_baseline(
-    method: str, baseline: str, metric: str, higher_is_better: bool = True, min_band: float = MIN_BAND
-):
-    """The default rule: the method's metric beats the baseline's by more than the band
-    (holds), loses by more than it (does not hold), or neither (inconclusive)."""
+def judge_values(c: Comparison, m: dict[int, float], b: dict[int, float], note: str = "") -> Judgement:
+    """Decide ``c`` on per-seed values (seed -> value) of the method and the baseline."""
+    est = estimate(c, m, b)
+    return judgement(c, est, means=(_mean(m.values()), _mean(b.values())), note=note)
 
-    def decide(df: pd.DataFrame) -> Verdict:
-        m, sm, nm = seed_stats(df, method, metric)
-        b, sb, nb = seed_stats(df, baseline, metric)
-        if nm == 0 or nb == 0:
-            return Verdict("inconclusive", f"missing {metric} for {method if nm == 0 else baseline}")
-        delta = (m - b) if higher_is_better else (b - m)
-        width = band(sm, sb, min_band)
-        evidence = f"{metric}: {method} {m:.4g} vs {baseline} {b:.4g} (Δ {m - b:+.4g}, band ±{width:.3g}, seeds {nm}/{nb})"
-        if delta > width:
-            return Verdict("holds", evidence)
-        if delta < -width:
-            return Verdict("does not hold", evidence)
-        return Verdict("inconclusive", evidence)
 
-    return decide
+def judgement(c: Comparison, est: Estimate, means: tuple[float, float] = (math.nan, math.nan), note: str = "",
+              status: Status | None = None) -> Judgement:
+    """A Judgement from an estimate made elsewhere (a bootstrap), with the seeds estimate."""
+    decided = status or decide(c.kind, est, c.delta, c.margin)
+    notes = [note] if note else []
+    if est.n < 2 and math.isfinite(est.effect):
+        notes.append(f"{est.n} paired value(s): no interval; at least 2 seeds, 3 or more to decide")
+    needed = None
+    if decided == "inconclusive" and est.finite:
+        needed = seeds_to_decide(c.kind, est.effect, est.sd, c.delta, c.margin, est.confidence)
+    return Judgement(c, est, decided, "; ".join(notes), means, needed)
+
+
+def judge(df: pd.DataFrame, c: Comparison, note: str = "") -> Judgement:
+    """Decide a declared comparison on a benchmark's ok rows."""
+    return judge_values(c, per_seed(df, c.method, c.metric, c.step), per_seed(df, c.baseline, c.metric, c.step), note)
+
+
+def gate(j: Judgement, passed: bool, why: str) -> Judgement:
+    """Make ``j`` inconclusive (keeping its interval) when a competence or floor condition fails."""
+    if passed:
+        return j
+    return replace(j, status="inconclusive", note="; ".join(filter(None, [j.note, why])), seeds_needed=None)
+
+
+def floor_separation(model: dict[int, float] | Iterable[float], floor: dict[int, float] | Iterable[float],
+                     margin: float, higher_is_better: bool = True) -> tuple[bool, str]:
+    """Does the metric separate a trained model from its trivial floor by more than the margin?
+
+    Uses the same 95 % interval as a "better" claim with delta = margin: the lower end of
+    (model - floor) must exceed the margin."""
+    mv = list(model.values()) if isinstance(model, dict) else list(model)
+    fv = list(floor.values()) if isinstance(floor, dict) else list(floor)
+    sign = 1.0 if higher_is_better else -1.0
+    if isinstance(model, dict) and isinstance(floor, dict) and set(model) & set(floor):
+        est = paired_t([sign * (model[s] - floor[s]) for s in sorted(set(model) & set(floor))])
+    else:
+        est = welch_t([sign * x for x in mv], [sign * x for x in fv])
+    ok = est.finite and est.low > margin
+    return ok, f"model − floor {est.text()} vs margin {margin:g}: {'separates' if ok else 'does not separate'}"
+
+
+def combine(judgements: Sequence[Judgement], rule: Literal["all", "any"] = "all") -> Status:
+    """"all": holds when every judgement holds, does not hold when any does not (an
+    intersection-union test: each at its own level, no correction needed); "any" is its dual."""
+    statuses = [j.status for j in judgements]
+    if not statuses:
+        return "inconclusive"
+    if rule == "all":
+        if "does not hold" in statuses:
+            return "does not hold"
+        return "holds" if all(s == "holds" for s in statuses) else "inconclusive"
+    if "holds" in statuses:
+        return "holds"
+    return "does not hold" if all(s == "does not hold" for s in statuses) else "inconclusive"
+
+
+def make_verdict(status: Status, judgements: Sequence[Judgement], evidence: str = "") -> Verdict:
+    """A Verdict whose evidence starts with every judgement's interval, then ``evidence``."""
+    parts = [j.text() for j in judgements]
+    if evidence:
+        parts.append(evidence)
+    return Verdict(status, "; ".join(parts), tuple(judgements))
+
+
+def _mean(values: Iterable[float]) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+# ---------------------------------------------------------------------- the default rule
+@dataclass(frozen=True)
+class DefaultRule:
+    comparison: Comparison
+
+    def __call__(self, df: pd.DataFrame) -> Verdict:
+        j = judge(df, self.comparison)
+        return make_verdict(j.status, [j])
+
+
+def primary_vs_baseline(method: str, baseline: str, metric: str, higher_is_better: bool = True, delta: float = 0.0,
+                        source: str = "any gain counts") -> DefaultRule:
+    """The default rule: the method is better than the baseline on one metric (paired by seed)."""
+    return DefaultRule(Comparison(method, baseline, metric, "better", delta=delta, higher_is_better=higher_is_better,
+                                  source=source))
+
+
+__all__ = [
+    "Comparison", "Estimate", "Judgement", "paired_t", "welch_t", "bootstrap_difference", "iqm_difference", "decide",
+    "seeds_to_decide", "iqm", "per_seed", "seed_stats", "judge", "judge_values", "judgement", "gate", "floor_separation",
+    "combine", "make_verdict", "primary_vs_baseline",
+]
+

@@ -421,19 +421,72 @@ def verdict_rows(values: dict[str, list[float]], untrained: float = 0.01) -> pd.
     return pd.DataFrame(rows)
 
 
-def test_verdict_uses_the_best_baseline_and_paired_seeds():
+NOISE = [0.004, -0.006, 0.002, -0.003, 0.005, -0.001, 0.0, -0.004]  # per-seed jitter
+
+
+def seeds(level: float, jitter: float = 1.0, shift: int = 0) -> list[float]:
+    """8 seeds around ``level`` (jitter scales the noise; shift rotates it, so variants are not perfectly correlated)."""
+    return [level + jitter * NOISE[(i + shift) % 8] for i in range(8)]
+
+
+def test_verdict_declares_one_comparison_per_dense_baseline_and_needs_all():
+    from scipy import stats
+
+    from benchmarks.specs.ance import COMPARISONS, DELTA, VS_BM25, claim_verdict
+
+    assert [c.baseline for c in COMPARISONS] == ["random_neg", "inbatch_neg", "bm25_neg"] and VS_BM25.baseline == "bm25"
+    assert all(c.kind == "better" and c.delta == DELTA == 0.01 and c.source for c in (*COMPARISONS, VS_BM25))
+    dense = {"ance_sync": seeds(0.35), "random_neg": seeds(0.30, shift=1), "inbatch_neg": seeds(0.31, shift=2),
+             "bm25_neg": seeds(0.32, shift=3)}
+    # 8 seeds, ance 0.05+ above every dense source: holds; bm25 (0.50) beats it, which is reported, not the status
+    v = claim_verdict(verdict_rows({**dense, "ance": seeds(0.40), "bm25": [0.50] * 8}, untrained=0.05))
+    assert v.status == "holds" and [j.comparison.baseline for j in v.judgements] == ["random_neg", "inbatch_neg", "bm25_neg"]
+    assert "reported, not part of the status: ance vs bm25" in v.evidence and "→ does not hold" in v.evidence
+    diffs = [a - b for a, b in zip(seeds(0.40), seeds(0.32, shift=3))]
+    low, high = stats.t.interval(0.95, 7, loc=sum(diffs) / 8, scale=stats.sem(diffs))
+    assert (v.judgements[2].estimate.low, v.judgements[2].estimate.high) == (pytest.approx(low), pytest.approx(high))
+    # intersection-union: beating the best-looking baseline is not enough; one source that beats ance decides
+    worse = claim_verdict(verdict_rows({**dense, "bm25_neg": seeds(0.45, shift=3), "ance": seeds(0.40), "bm25": [0.3] * 8},
+                                       untrained=0.05))
+    assert worse.status == "does not hold" and [j.status for j in worse.judgements] == ["holds", "holds", "does not hold"]
+    # ance above bm25_neg by 0.003 +- 0.002: reliably smaller than the smallest gain of 0.01 -> does not hold
+    tie = claim_verdict(verdict_rows({**dense, "bm25_neg": seeds(0.397, 0.3, shift=4), "ance": seeds(0.40, 0.3), "bm25": [0.3] * 8},
+                                     untrained=0.05))
+    assert tie.judgements[2].status == "does not hold" and tie.status == "does not hold"
+    # the same mean gap, but noisy seeds: inconclusive, and the judgement says how many seeds would decide it
+    noisy = claim_verdict(verdict_rows({**dense, "bm25_neg": seeds(0.397, 3, shift=4), "ance": seeds(0.40, 3), "bm25": [0.3] * 8},
+                                       untrained=0.05))
+    assert noisy.status == "inconclusive" and noisy.judgements[2].seeds_needed
+    # 2 seeds whose differences disagree: inconclusive, never decided by their means
+    two = {"ance_sync": [0.3, 0.3], "random_neg": [0.36, 0.40], "inbatch_neg": [0.30, 0.32], "bm25_neg": [0.25, 0.26],
+           "ance": [0.40, 0.38], "bm25": [0.35, 0.35]}
+    v2 = claim_verdict(verdict_rows(two, untrained=0.01))
+    assert v2.status == "inconclusive" and v2.judgements[0].status == "inconclusive" and v2.judgements[0].seeds_needed > 2
+
+
+def test_verdict_is_inconclusive_unless_ance_and_its_baseline_trained_beyond_their_start():
     from benchmarks.specs.ance import claim_verdict
 
-    base = {"ance_sync": [0.3, 0.3], "random_neg": [0.2, 0.25], "inbatch_neg": [0.3, 0.32], "bm25_neg": [0.25, 0.26]}
-    assert claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]})).status == "holds"
-    v = claim_verdict(verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.50, 0.52]}))
-    assert v.status == "does not hold" and "best baseline bm25" in v.evidence
-    assert claim_verdict(verdict_rows({**base, "ance": [0.355, 0.36], "bm25": [0.35, 0.35]})).status == "inconclusive"
-    untrained = verdict_rows({**base, "ance": [0.40, 0.43], "bm25": [0.35, 0.35]}, untrained=0.3)
-    assert claim_verdict(untrained).status == "inconclusive"
-    assert "cannot show" not in claim_verdict(untrained).evidence
+    dense = {"ance_sync": seeds(0.35), "random_neg": seeds(0.30, shift=1), "inbatch_neg": seeds(0.31, shift=2),
+             "bm25_neg": seeds(0.32, shift=3), "bm25": [0.3] * 8}
+    # every dense variant's start at 0.395: ance (0.40) is not above it by 0.01, so every comparison is inconclusive
+    untrained = verdict_rows({**dense, "ance": seeds(0.40)}, untrained=0.395)
+    v = claim_verdict(untrained)
+    assert v.status == "inconclusive" and all(j.status == "inconclusive" for j in v.judgements)
+    assert "not trained beyond its start: ance" in v.evidence and "cannot show" not in v.evidence
     # on the embedded data, an untrained verdict says what this scale cannot show
     assert "What this scale cannot show" in claim_verdict(untrained.assign(dataset="gensim_wiki")).evidence
+    # the baseline is gated too: random_neg at its start (0.30 + noise vs 0.30) leaves its comparison inconclusive
+    rows = verdict_rows({**dense, "ance": seeds(0.40)}, untrained=0.05)
+    rows.loc[(rows["variant"] == "random_neg") & (rows["metric"] == "untrained_mrr_at_10"), "value"] = 0.30
+    gated = claim_verdict(rows)
+    assert gated.status == "inconclusive" and [j.status for j in gated.judgements] == ["inconclusive", "holds", "holds"]
+    assert "random_neg (below)" in gated.judgements[0].note
+    # the floor is the larger of the untrained encoder's and a random ranking's
+    rows = verdict_rows({**dense, "ance": seeds(0.40)}, untrained=0.05)
+    random = rows[rows["metric"] == "untrained_mrr_at_10"].assign(metric="trivial_mrr_at_10@ranking=random", value=0.395)
+    assert claim_verdict(pd.concat([rows, random])).status == "inconclusive"
+    assert "cannot show" not in claim_verdict(untrained.assign(dataset="msmarco")).evidence
 
 
 def test_emb_lr_zero_freezes_the_word_embeddings_and_temperature_scales_unit_norm_scores():

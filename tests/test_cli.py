@@ -134,7 +134,7 @@ def _alive(pid: int) -> bool:
 def test_sigkill_of_the_runner_ends_its_units_and_rerun_resumes(tmp_path, toy_env, cold):
     pidfile = tmp_path / "unit.pid"
     args = [sys.executable, "-m", "benchmarks.cli", *TOY, "--out", str(tmp_path / "runs"), "--variant", "method",
-            "--variant", "slow", *(["--cold-start"] if cold else [])]
+            "--variant", "slow", "--jobs", "1", *(["--cold-start"] if cold else [])]  # one at a time: method ends first
     runner = subprocess.Popen(args, cwd=ROOT, env={**toy_env, "TOY_SLEEP": "300", "TOY_PIDFILE": str(pidfile)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

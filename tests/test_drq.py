@@ -323,20 +323,60 @@ def test_a_seeded_run_is_reproducible_on_cpu():
     assert ("return", None) in a and ("random_return", None) in a and a[("updates", None)] > 0
 
 
-def test_verdict_rule():
+RETURN_NOISE = [12.0, -7.0, 3.0, -15.0, 9.0, -2.0, 5.0, -10.0]  # per-seed jitter of a return
+
+
+def drq_rows(drq, sac, rand=-1200.0, rad=None) -> pd.DataFrame:
+    rows = [dict(variant=v, seed=s, metric="return", value=x, step=None)
+            for v, xs in (("drq", drq), ("sac", sac), ("rad", rad or [])) for s, x in enumerate(xs)]
+    rows += [dict(variant="drq", seed=s, metric="random_return", value=rand + (s % 2), step=None) for s in range(len(drq))]
+    return pd.DataFrame(rows)
+
+
+def spread(level: float, scale: float = 1.0, shift: int = 0) -> list[float]:
+    return [level + scale * RETURN_NOISE[(i + shift) % 8] for i in range(8)]
+
+
+def test_verdict_is_an_iqm_difference_with_a_stratified_bootstrap_over_paired_seeds():
+    from scipy import stats
+
+    from benchmarks.specs.drq import COMPARISONS, DEFAULT, MIN_BOOTSTRAP_RUNS, claim_verdict
+
+    assert DEFAULT.delta == 10.0 and COMPARISONS["point_reach"].delta == 2.0 and all(c.source for c in COMPARISONS.values())
+    drq, sac = spread(-300), spread(-900, shift=3)
+    v = claim_verdict(drq_rows(drq, sac, rad=spread(-500, shift=5)))
+    (j,) = v.judgements
+    assert v.status == "holds" and j.estimate.n == 8 and j.estimate.method == "IQM stratified bootstrap"
+    assert j.estimate.effect == pytest.approx(stats.trim_mean(drq, 0.25) - stats.trim_mean(sac, 0.25))
+    assert j.means == (pytest.approx(stats.trim_mean(drq, 0.25)), pytest.approx(stats.trim_mean(sac, 0.25)))
+    assert "rad -500.6±" in v.evidence and "mean over the learning curve" not in v.evidence  # no curve rows
+    assert claim_verdict(drq_rows(sac, drq, rand=-2000.0)).status == "does not hold"
+    # overlapping noisy seeds: inconclusive at 8 seeds, with an estimate of the seeds that would decide it
+    noisy = claim_verdict(drq_rows(spread(-500, 3), spread(-510, 3, shift=4)))
+    assert noisy.status == "inconclusive" and noisy.judgements[0].seeds_needed
+    # 2 seeds never decide it, however far apart: a percentile bootstrap over 2 runs spans their 2 differences
+    two = claim_verdict(drq_rows([-300, -320], [-900, -950]))
+    assert two.status == "inconclusive" and two.judgements[0].seeds_needed == MIN_BOOTSTRAP_RUNS
+    assert "bootstrap interval needs at least" in two.evidence
+    # seeds are paired: an unmatched seed of one variant is not used
+    extra = drq_rows(drq, sac)
+    extra = pd.concat([extra, pd.DataFrame([dict(variant="drq", seed=9, metric="return", value=5000.0, step=None)])])
+    assert claim_verdict(extra).judgements[0].estimate.effect == pytest.approx(j.estimate.effect)
+
+
+def test_verdict_uses_the_dataset_smallest_gain_and_needs_drq_above_the_random_policy():
     from benchmarks.specs.drq import claim_verdict
 
-    def df(drq, sac, rand=-1200.0):
-        rows = [dict(variant=v, metric="return", value=x, step=None) for v, xs in (("drq", drq), ("sac", sac)) for x in xs]
-        rows += [dict(variant="drq", metric="random_return", value=rand, step=None)]
-        return pd.DataFrame(rows)
-
-    assert claim_verdict(df([-300, -320], [-900, -950])).status == "holds"
-    assert claim_verdict(df([-900, -950], [-300, -320])).status == "does not hold"
-    assert claim_verdict(df([-500, -700], [-550, -650])).status == "inconclusive"
-    assert "not learned" in claim_verdict(df([-1190, -1195], [-1400, -1410])).evidence
-    # point_reach's returns span about -51..-3: its band floor is 2, not 10
-    small = df([-10, -11], [-20, -21], rand=-50.0)
-    assert claim_verdict(small).status == "inconclusive"  # without a dataset column: the floor of 10
+    # drq 5 above sac: below the default smallest gain of 10 (does not hold), above point_reach's 2 (holds)
+    small = drq_rows(spread(-10, 0.05), spread(-15, 0.05, shift=2), rand=-50.0)
+    assert claim_verdict(small).status == "does not hold"
     assert claim_verdict(small.assign(dataset="point_reach")).status == "holds"
-    assert claim_verdict(df([-45, -46], [-46, -47], rand=-50.0).assign(dataset="point_reach")).status == "inconclusive"
+    # 1 above sac on point_reach, tightly: reliably below the smallest gain of 2
+    tiny = drq_rows(spread(-45, 0.02), spread(-46, 0.02, shift=2), rand=-50.0).assign(dataset="point_reach")
+    assert claim_verdict(tiny).status == "does not hold"
+    # drq not above the random policy by the smallest gain: not learned, inconclusive
+    unlearned = claim_verdict(drq_rows(spread(-1195, 0.2), spread(-1400, 0.2, shift=2)))
+    assert unlearned.status == "inconclusive" and "not learned" in unlearned.evidence
+    assert unlearned.judgements[0].estimate.low > 10  # the comparison alone would hold
+    missing = claim_verdict(drq_rows(spread(-300), []))
+    assert missing.status == "inconclusive" and "missing return rows for sac" in missing.evidence

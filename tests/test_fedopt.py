@@ -339,15 +339,24 @@ def _rows(accs: dict[str, list[float]]) -> pd.DataFrame:
     ])
 
 
-def test_verdict_decides_from_best_adaptive_vs_fedavg_and_fedavgm():
+def test_verdict_is_fedadam_vs_fedavg_and_fedavgm_paired_by_seed():
     from benchmarks.specs.fedopt import claim_verdict
 
-    base = {"fedavg": [0.90, 0.91], "fedavgm": [0.93, 0.94], "fedadagrad": [0.90, 0.90], "fedyogi": [0.90, 0.90]}
-    assert claim_verdict(_rows({**base, "fedadam": [0.95, 0.95]})).status == "holds"
-    assert claim_verdict(_rows({**base, "fedadam": [0.91, 0.91]})).status == "does not hold"  # loses to fedavgm
-    assert claim_verdict(_rows({**base, "fedadam": [0.912, 0.913]})).status == "does not hold"
-    close = {"fedavg": [0.90, 0.90], "fedavgm": [0.90, 0.90], "fedadam": [0.905, 0.905]}
-    assert claim_verdict(_rows(close)).status == "inconclusive"
+    avg, avgm = [0.90, 0.93, 0.91, 0.94, 0.92], [0.93, 0.95, 0.93, 0.95, 0.94]
+    others = {"fedyogi": [0.99] * 5, "fedadagrad": [0.99] * 5}  # reported, never picked
+    win = claim_verdict(_rows({"fedavg": avg, "fedavgm": avgm, "fedadam": [a + 0.03 for a in avg], **others}))
+    assert win.status == "holds" and len(win.judgements) == 2
+    assert claim_verdict(_rows({"fedavg": avg, "fedavgm": avgm, "fedadam": [a - 0.02 for a in avg]})).status == "does not hold"
+    # beats fedavg but is reliably more than 2 points below fedavgm
+    below_m = claim_verdict(_rows({"fedavg": avg, "fedavgm": [a + 0.08 for a in avg], "fedadam": [a + 0.03 for a in avg]}))
+    assert below_m.status == "does not hold"
+    # two seeds with a noisy gain: inconclusive, and says how many seeds would decide it
+    two = claim_verdict(_rows({"fedavg": [0.90, 0.92], "fedavgm": [0.90, 0.92], "fedadam": [0.93, 0.925]}))
+    assert two.status == "inconclusive" and "seeds would decide it" in two.evidence
+    # the best adaptive optimizer is not chosen afterwards: fedyogi winning changes nothing
+    base = {"fedavg": avg, "fedavgm": avgm, "fedadam": avg}
+    picked = claim_verdict(_rows({**base, "fedyogi": [a + 0.05 for a in avg]}))
+    assert picked.status != "holds" and "fedyogi vs fedavg +0.050" in picked.evidence
 
 
 def test_spec_refuses_an_unknown_engine():

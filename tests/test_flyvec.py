@@ -223,22 +223,84 @@ def test_listing_the_spec_imports_no_heavy_library():
     assert out.strip() == "[]"
 
 
-def _rows(fly: float, w2v: float, rh: float, rd: float, ratio: float | None) -> pd.DataFrame:
-    rows = [dict(variant=v, metric="mean_rho", value=x + d, step=np.nan)
-            for v, x in (("flyvec", fly), ("word2vec", w2v), ("random_hash", rh), ("random_dense", rd)) for d in (-0.005, 0.005)]
+# ------------------------------------------------------------------------------ the verdict
+def _rows(fly, w2v, rh=None, rd=None, ratio: float | None = 0.9) -> pd.DataFrame:
+    """mean_rho per seed (lists of equal length); the random floors default to ±0.01 around 0."""
+    n = len(fly)
+    noise = [0.01 * (-1) ** s for s in range(n)]
+    values = {"flyvec": fly, "word2vec": w2v, "random_hash": rh or noise, "random_dense": rd or [-x for x in noise]}
+    rows = [dict(variant=v, seed=s, metric="mean_rho", value=x, step=np.nan) for v, xs in values.items() for s, x in enumerate(xs)]
     if ratio is not None:
-        rows.append(dict(variant="flyvec", metric="time_ratio", value=ratio, step=np.nan))
+        rows.append(dict(variant="flyvec", seed=0, metric="time_ratio", value=ratio, step=np.nan))
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("numbers, status", [
-    ((0.30, 0.32, 0.0, 0.0, 0.8), "holds"),
-    ((0.20, 0.32, 0.0, 0.0, 0.8), "does not hold"),
-    ((0.31, 0.32, 0.0, 0.0, 2.0), "does not hold"),
-    ((0.03, 0.32, 0.0, 0.0, 0.8), "inconclusive"),  # FlyVec no better than its random hash
-    ((0.30, 0.32, 0.0, 0.0, None), "inconclusive"),
+W2V = [0.30 + 0.004 * ((-1) ** s) for s in range(8)]  # word2vec over 8 seeds: the margin is 0.25 x 0.30 = 0.075
+
+
+def _shifted(diffs) -> list[float]:
+    return [w + d for w, d in zip(W2V, diffs)]
+
+
+def test_verdict_margin_is_a_quarter_of_word2vec_above_the_dense_floor():
+    from benchmarks.specs.flyvec import MARGIN_FRACTION, claim_verdict
+
+    v = claim_verdict(_rows(_shifted([-0.01] * 8), W2V, rd=[0.04, 0.0] * 4))
+    (j,) = v.judgements
+    assert j.comparison.kind == "equivalent" and j.estimate.n == 8
+    assert j.comparison.margin == pytest.approx(MARGIN_FRACTION * (0.30 - 0.02))
+    assert j.estimate.confidence == 0.90 and j.estimate.effect == pytest.approx(-0.01)
+
+
+@pytest.mark.parametrize("diff, status", [
+    (-0.05, "holds"),  # 8 seeds, spread 0.006: the 90 % interval [-0.054, -0.046] lies inside ±0.075
+    (0.05, "holds"),
+    (-0.10, "does not hold"),  # wholly below -0.075
+    (0.10, "does not hold"),  # "close", not "better": wholly above +0.075 is not equivalent either
+    (-0.075, "inconclusive"),  # straddles the margin
 ])
-def test_verdict_rule(numbers, status):
+def test_verdict_equivalence_on_each_side_of_the_margin(diff, status):
     from benchmarks.specs.flyvec import claim_verdict
 
-    assert claim_verdict(_rows(*numbers)).status == status
+    diffs = [diff + 0.003 * (-1) ** (s // 2) for s in range(8)]
+    assert claim_verdict(_rows(_shifted(diffs), W2V)).status == status
+
+
+def test_verdict_the_interval_widens_with_the_spread_and_narrows_with_seeds():
+    from benchmarks.specs.flyvec import claim_verdict
+
+    # per-seed differences -0.06, 0, +0.06: mean 0, but 3 seeds give a 90 % interval of about ±0.10 > 0.075
+    few = claim_verdict(_rows(_shifted([-0.06, 0.0, 0.06]), W2V[:3]))
+    assert few.status == "inconclusive"
+    (j,) = few.judgements
+    assert j.estimate.low < -0.075 < 0.075 < j.estimate.high and 3 < j.seeds_needed < 20
+    assert "seeds would decide it" in few.evidence
+    # the same spread over 9 seeds: about ±0.037, inside the margin
+    assert claim_verdict(_rows(_shifted([-0.06, 0.0, 0.06] * 3), (W2V * 2)[:9])).status == "holds"
+    # two noisy seeds stay inconclusive whatever their mean
+    assert claim_verdict(_rows(_shifted([-0.04, 0.04]), W2V[:2])).status == "inconclusive"
+
+
+def test_verdict_needs_both_methods_above_their_floors_by_the_margin():
+    from benchmarks.specs.flyvec import claim_verdict
+
+    # FlyVec no better than its random hash: equivalence is not judged, whatever the interval says
+    v = claim_verdict(_rows(_shifted([-0.01] * 8), W2V, rh=_shifted([-0.02] * 8)))
+    assert v.status == "inconclusive" and "flyvec not shown above its random floor" in v.evidence
+    assert v.judgements[0].estimate.high < 0.075  # the interval itself would have held
+    # a floor that moves as much as the method: word2vec not shown above random dense vectors
+    noisy = [0.4, -0.4] * 4
+    v = claim_verdict(_rows(_shifted([-0.01] * 8), W2V, rd=noisy))
+    assert v.status == "inconclusive" and "word2vec not shown above" in v.evidence
+
+
+def test_verdict_training_time_is_a_separate_measured_condition():
+    from benchmarks.specs.flyvec import claim_verdict
+
+    close = _shifted([-0.01] * 8)
+    assert claim_verdict(_rows(close, W2V, ratio=1.05)).status == "holds"  # within TIME_SLACK
+    slower = claim_verdict(_rows(close, W2V, ratio=2.0))
+    assert slower.status == "does not hold" and "2.00x" in slower.evidence
+    assert claim_verdict(_rows(close, W2V, ratio=None)).status == "inconclusive"  # no paired timing
+    missing = _rows(close, W2V)
+    assert claim_verdict(missing[missing["variant"] != "random_hash"]).status == "inconclusive"

@@ -276,3 +276,63 @@ def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
         assert b == a[i : j + 1] + a[:i] + a[j + 1 :] and b[0] == start
     with pytest.raises(ValueError, match="source_order"):
         EntityDataModule("aida", str(tmp_path), source_order="reversed")
+
+
+# ------------------------------------------------------------------------------ the verdict
+NOISE = [0.004, -0.006, 0.002, -0.003, 0.005, -0.001, 0.0, -0.004]  # per-seed jitter, mean -0.000375
+
+
+def genre_rows(genre: list[float], dual: list[float], trivial: list[float] | None = None, trie_mb: float = 1.0):
+    import pandas as pd
+
+    trivial = trivial if trivial is not None else [0.4] * len(genre)
+    rows = [dict(variant=v, seed=s, metric="acc_at_1", value=x, step=None)
+            for v, xs in (("genre", genre), ("dual_encoder", dual), ("bm25", [0.5] * len(genre))) for s, x in enumerate(xs)]
+    rows += [dict(variant="genre", seed=s, metric="trivial_acc", value=x, step=None) for s, x in enumerate(trivial)]
+    rows += [dict(variant=v, seed=s, metric="index_mb", value=mb, step=None)
+             for v, mb in (("genre", trie_mb), ("dual_encoder", 10.0)) for s in range(len(genre))]
+    return pd.DataFrame(rows)
+
+
+def test_verdict_is_a_noninferiority_test_at_the_declared_margin():
+    from scipy import stats
+
+    from benchmarks.specs.genre import MARGIN, PRIMARY, claim_verdict
+
+    assert PRIMARY.kind == "noninferior" and PRIMARY.margin == MARGIN == 0.03 and PRIMARY.source
+    dual = [0.75 + e for e in NOISE]
+    # 8 seeds, genre 1 point below the dual encoder (within the 3-point margin): holds
+    genre = [d - 0.01 + e / 2 for d, e in zip(dual, reversed(NOISE))]
+    v = claim_verdict(genre_rows(genre, dual))
+    (j,) = v.judgements
+    assert v.status == "holds" and j.estimate.n == 8
+    diffs = [g - d for g, d in zip(genre, dual)]
+    low, high = stats.t.interval(0.90, len(diffs) - 1, loc=sum(diffs) / 8, scale=stats.sem(diffs))
+    assert j.estimate.low == pytest.approx(low) and j.estimate.high == pytest.approx(high) and low > -MARGIN
+    # memory and validity are measurements, not conditions: a trie larger than the dense index changes nothing
+    assert claim_verdict(genre_rows(genre, dual, trie_mb=50.0)).status == "holds"
+    # 8 seeds, genre 8 points below: the 90 % interval lies below -margin
+    assert claim_verdict(genre_rows([d - 0.08 + e for d, e in zip(dual, reversed(NOISE))], dual)).status == "does not hold"
+    # 1 point below but 5 points apart from seed to seed: not decided at 8 seeds
+    noisy = [d - 0.01 + 10 * e for d, e in zip(dual, reversed(NOISE))]
+    assert claim_verdict(genre_rows(noisy, dual)).status == "inconclusive"
+    # 2 seeds whose differences disagree (+0.01, -0.04): inconclusive, with the seeds that would decide it
+    v2 = claim_verdict(genre_rows([0.76, 0.71], [0.75, 0.75], trivial=[0.36, 0.31]))
+    assert v2.status == "inconclusive" and v2.judgements[0].seeds_needed and v2.judgements[0].seeds_needed > 2
+    assert "seeds would decide it" in v2.evidence
+
+
+def test_verdict_is_inconclusive_unless_both_models_clear_the_exact_title_baseline_by_the_margin():
+    from benchmarks.specs.genre import claim_verdict
+
+    dual = [0.75 + e for e in NOISE]
+    genre = [d - 0.01 + e / 2 for d, e in zip(dual, reversed(NOISE))]
+    # genre beats the string match by only 2 points: the comparison alone would hold, the gate makes it inconclusive
+    close = [g - 0.02 for g in genre]
+    v = claim_verdict(genre_rows(genre, dual, trivial=close))
+    assert v.status == "inconclusive" and "exact-title baseline" in v.evidence and "genre: model − floor" in v.evidence
+    assert v.judgements[0].estimate.low > -0.03  # the interval is kept
+    # no exact-title rows: the floor is unknown, so not shown
+    assert claim_verdict(genre_rows(genre, dual).query("metric != 'trivial_acc'")).status == "inconclusive"
+    missing = claim_verdict(genre_rows(genre, dual).query("variant != 'dual_encoder'"))
+    assert missing.status == "inconclusive" and "missing acc_at_1 for dual_encoder" in missing.evidence

@@ -307,19 +307,29 @@ def test_scaling_sweep_records_limits_as_values():
     assert any(r.metric.startswith(f"speedup_vs_softmax@L={cfg['goal_length']},threads=") for r in rows)
 
 
-def test_verdict_needs_both_a_crossover_and_a_small_accuracy_loss():
+def test_verdict_needs_a_crossover_and_non_inferior_accuracy_over_paired_seeds():
     import pandas as pd
 
     from benchmarks.specs.performer import claim_verdict
 
-    def rows(favor_acc: float, scaling_metric: str) -> pd.DataFrame:
-        return pd.DataFrame([
-            dict(variant="favor", metric="accuracy", value=favor_acc, step=None),
-            dict(variant="softmax", metric="accuracy", value=0.30, step=None),
-            dict(variant="scaling", metric=scaling_metric, value=1024.0 if scaling_metric == "crossover_length" else 1.0, step=None),
-        ])
+    def rows(favor_offsets, scaling_metric: str, floor: float = 0.17) -> pd.DataFrame:
+        soft = [0.30, 0.34, 0.32, 0.36, 0.31]  # seeds differ; the favor - softmax pairs are what counts
+        out = [dict(variant="softmax", seed=s, metric="accuracy", value=a, step=None) for s, a in enumerate(soft)]
+        out += [dict(variant="favor", seed=s, metric="accuracy", value=a + o, step=None)
+                for s, (a, o) in enumerate(zip(soft, favor_offsets))]
+        out += [dict(variant="softmax", seed=s, metric="trivial_floor", value=floor, step=None) for s in range(len(soft))]
+        out.append(dict(variant="scaling", seed=0, metric=scaling_metric,
+                        value=1024.0 if scaling_metric == "crossover_length" else 1.0, step=None))
+        return pd.DataFrame(out)
 
-    assert claim_verdict(rows(0.29, "crossover_length")).status == "holds"
-    assert claim_verdict(rows(0.20, "crossover_length")).status == "does not hold"
-    assert claim_verdict(rows(0.30, "crossover_length_not_found")).status == "does not hold"
-    assert claim_verdict(rows(0.30, "params")).status == "inconclusive"
+    small_loss = [-0.01, -0.005, -0.012, 0.0, -0.008]
+    assert claim_verdict(rows(small_loss, "crossover_length")).status == "holds"
+    big_loss = [-0.08, -0.09, -0.07, -0.1, -0.085]
+    assert claim_verdict(rows(big_loss, "crossover_length")).status == "does not hold"
+    noisy = [-0.1, 0.06, -0.08, 0.05, -0.02]  # mean -0.018 within the margin, but the interval crosses -0.03
+    assert claim_verdict(rows(noisy, "crossover_length")).status == "inconclusive"
+    assert claim_verdict(rows(small_loss, "crossover_length_not_found")).status == "does not hold"
+    assert claim_verdict(rows(small_loss, "params")).status == "inconclusive"
+    at_floor = claim_verdict(rows(small_loss, "crossover_length", floor=0.32))  # softmax no better than the floor
+    assert at_floor.status == "inconclusive" and "majority-class floor" in at_floor.evidence
+    assert "90% paired t, n = 5" in claim_verdict(rows(small_loss, "crossover_length")).evidence

@@ -509,40 +509,74 @@ def test_unigram_floor_is_the_cross_entropy_of_training_frequencies():
 # The verdict
 # --------------------------------------------------------------------------------------
 def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_floor: float = 6.4) -> pd.DataFrame:
+    """Per-seed values (tuples of one length) for every scheme."""
     rows = []
+    n = len(gaps["pmi"])
     for v in ("pmi", "random", "whole_word", "span"):
-        for seed in (0, 1):
+        for seed in range(n):
             rows.append(dict(variant=v, seed=seed, metric="shortcut_gap", value=gaps[v][seed], step=None))
             rows.append(dict(variant=v, seed=seed, metric="heldout_loss@mask=span", value=span_loss[v][seed], step=None))
             rows.append(dict(variant=v, seed=seed, metric="floor_loss@mask=span", value=span_floor, step=None))
-            rows.append(dict(variant=v, seed=seed, metric="below_floor", value=(below or {}).get(v, (0.8, 0.8))[seed], step=None))
+            rows.append(dict(variant=v, seed=seed, metric="below_floor", value=(below or {}).get(v, (0.8,) * n)[seed], step=None))
     return pd.DataFrame(rows)
 
 
-def test_verdict_rests_on_paired_shortcut_gaps_and_span_loss_of_trained_models():
+def wiggle(x: float, n: int = 5, spread: float = 0.01) -> tuple[float, ...]:
+    return tuple(x + spread * (-1) ** s for s in range(n))
+
+
+# 5 seeds: PMI's shortcut gap 0.17 below both baselines', its span loss 0.1 nats below
+GAPS = {"pmi": wiggle(0.02), "random": wiggle(0.19, spread=0.015), "whole_word": wiggle(0.19), "span": wiggle(0.02)}
+LOSS = {"pmi": wiggle(5.5), "random": wiggle(5.6, spread=0.015), "whole_word": wiggle(5.6), "span": wiggle(5.35)}
+
+
+def test_verdict_rests_on_paired_intervals_of_four_declared_comparisons():
+    from benchmarks.specs.pmi_masking import COMPARISONS, claim_verdict
+
+    holds = claim_verdict(verdict_rows(GAPS, LOSS))
+    assert holds.status == "holds" and len(holds.judgements) == 4
+    assert [(j.comparison.baseline, j.comparison.metric) for j in holds.judgements] == \
+        [(c.baseline, c.metric) for c in COMPARISONS]
+    gap = holds.judgements[0]  # pmi vs random, shortcut gap: baseline − pmi, positive favours PMI
+    assert gap.estimate.effect == pytest.approx(0.17, abs=0.002) and gap.estimate.n == 5 and gap.estimate.low > 0.02
+    assert "half the steps" in holds.evidence  # says what this scale cannot show
+    # PMI worse than random on span loss, reliably: does not hold
+    worse = dict(LOSS, random=wiggle(5.4))
+    v = claim_verdict(verdict_rows(GAPS, worse))
+    assert v.status == "does not hold" and v.judgements[2].estimate.high < 0
+    # a gain reliably smaller than the smallest effect counted (0.005 nats, measured tightly) does not hold either
+    small = dict(LOSS, whole_word=wiggle(5.505, spread=0.0102))
+    assert claim_verdict(verdict_rows(GAPS, small)).status == "does not hold"
+
+
+def test_verdict_two_noisy_seeds_stay_inconclusive():
     from benchmarks.specs.pmi_masking import claim_verdict
 
-    gaps = {"pmi": (0.01, 0.02), "random": (0.19, 0.17), "whole_word": (0.18, 0.20), "span": (0.03, 0.01)}
-    loss = {"pmi": (5.50, 5.60), "random": (5.60, 5.70), "whole_word": (5.55, 5.65), "span": (5.3, 5.4)}
-    holds = claim_verdict(verdict_rows(gaps, loss))
-    assert holds.status == "holds" and "shortcut_gap random − pmi per seed: +0.180/+0.150 (better)" in holds.evidence
-    assert "half the steps" in holds.evidence  # says what this scale cannot show
-    # seeds disagree on whole_word's span loss: one seed +0.05, the other -0.01 -> unclear
-    mixed = dict(loss, whole_word=(5.55, 5.59))
-    assert claim_verdict(verdict_rows(gaps, mixed)).status == "inconclusive"
-    # PMI worse than random on span loss in every seed
-    worse = dict(loss, random=(5.40, 5.50))
-    assert claim_verdict(verdict_rows(gaps, worse)).status == "does not hold"
-    # a model on the unigram plateau makes everything inconclusive, whatever the gaps say
-    plateau = claim_verdict(verdict_rows(gaps, worse, below={"random": (0.8, 0.1)}))
+    gaps = {k: v[:2] for k, v in GAPS.items()}
+    loss = {k: v[:2] for k, v in LOSS.items()}
+    # whole_word's span loss: per-seed differences +0.1 and 0.0, where 5 seeds of the same spread would decide
+    loss["whole_word"] = (5.61, 5.49)
+    v = claim_verdict(verdict_rows(gaps, loss))
+    assert v.status == "inconclusive" and v.judgements[3].status == "inconclusive"
+    assert v.judgements[3].seeds_needed is not None and "seeds would decide it" in v.evidence
+    one_seed = verdict_rows(GAPS, LOSS)
+    assert claim_verdict(one_seed[one_seed["seed"] == 0]).status == "inconclusive"  # no interval with one seed
+
+
+def test_verdict_gates_on_models_that_learned():
+    from benchmarks.specs.pmi_masking import claim_verdict
+
+    worse = dict(LOSS, random=wiggle(5.4))
+    # a model on the unigram plateau makes everything inconclusive, whatever the intervals say
+    plateau = claim_verdict(verdict_rows(GAPS, worse, below={"random": (0.8, 0.1, 0.8, 0.8, 0.8)}))
     assert plateau.status == "inconclusive" and "random seed 1 (0.10)" in plateau.evidence
+    assert all(j.status == "inconclusive" for j in plateau.judgements)
     # losses on random spans within 0.3 nats of the floor are not compared: PMI "worse" there says nothing
-    at_floor = claim_verdict(verdict_rows(gaps, worse, span_floor=5.8))
+    at_floor = claim_verdict(verdict_rows(GAPS, worse, span_floor=5.8))
     assert at_floor.status == "inconclusive" and "not below the floor by the margin" in at_floor.evidence
+    assert [j.status for j in at_floor.judgements] == ["holds", "holds", "inconclusive", "inconclusive"]
     # the span baseline is reported, not compared: its margin does not gate the verdict
-    assert claim_verdict(verdict_rows(gaps, loss, below={"span": (0.05, 0.02)})).status == "holds"
-    one_seed = verdict_rows(gaps, loss)
-    assert claim_verdict(one_seed[one_seed["seed"] == 0]).status == "inconclusive"  # no pairing with one seed
+    assert claim_verdict(verdict_rows(GAPS, LOSS, below={"span": (0.05,) * 5})).status == "holds"
 
 
 def test_the_cross_evaluation_matrix_is_drawn_from_every_row_of_the_run(tmp_path):

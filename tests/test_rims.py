@@ -253,29 +253,91 @@ def test_bad_idx_and_missing_mnist_say_what_was_expected(tmp_path):
 
 # ---------------------------------------------------------------------------- benchmark
 def _rows(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
-    rows = [dict(variant=v, metric=m, value=x, step=math.nan) for (v, m), xs in values.items() for x in xs]
+    rows = [dict(variant=v, seed=s, metric=m, value=x, step=math.nan) for (v, m), xs in values.items() for s, x in enumerate(xs)]
     return pd.DataFrame(rows)
 
 
-def _verdict_frame(r_drop, l_drop, r_ood, l_ood):
+def _wiggle(x: float, n: int, spread: float = 0.005) -> list[float]:
+    return [x + spread * (-1) ** s for s in range(n)]
+
+
+def _verdict_frame(r_drop, l_drop, r_ood, l_ood, task="digits", id_acc=None, other=None):
+    """Rows of one task (``other``: the other task's (r_drop, l_drop, r_ood, l_ood) too)."""
+    metrics = {"digits": ("ood_drop@digits", "acc_ood", "acc_id", "trivial_floor@digits_acc", 0.11),
+               "copying": ("ood_drop@copying", "copy_acc_ood", "copy_acc_id", "trivial_floor@copy_acc", 0.125)}
+    drop_m, ood_m, id_m, floor_m, floor = metrics[task]
+    n = len(r_drop)
     base = {}
     for v, drop, ood in (("rims", r_drop, r_ood), ("lstm", l_drop, l_ood), ("rims_k_all", r_drop, r_ood)):
-        base[(v, "ood_drop@digits")] = drop
-        base[(v, "acc_ood")] = ood
-        base[(v, "acc_id")] = [0.8, 0.8]
-        base[(v, "trivial_floor@digits_acc")] = [0.11, 0.11]
-    return _rows(base)
+        base[(v, drop_m)] = drop
+        base[(v, ood_m)] = ood
+        base[(v, id_m)] = (id_acc or {}).get(v, [0.8] * n)
+        base[(v, floor_m)] = [floor] * n
+    df = _rows(base)
+    if other is not None:
+        df = pd.concat([df, _verdict_frame(*other, task="copying" if task == "digits" else "digits")], ignore_index=True)
+    return df
 
 
-def test_verdict_holds_only_when_the_smaller_drop_is_not_a_lower_ood_accuracy():
+def test_verdict_per_task_paired_intervals_decide_the_drop():
+    from benchmarks.specs.rims import MIN_DROP_GAIN, claim_verdict
+
+    # 6 seeds, rims' drop 0.3 smaller and its OOD accuracy higher: holds
+    v = claim_verdict(_verdict_frame(_wiggle(0.1, 6), _wiggle(0.4, 6, 0.01), _wiggle(0.7, 6), _wiggle(0.4, 6)))
+    assert v.status == "holds"
+    drop, ood = v.judgements[:2]
+    assert drop.comparison.delta == MIN_DROP_GAIN and drop.estimate.n == 6 and drop.estimate.effect == pytest.approx(0.3)
+    assert drop.estimate.low > 0 and ood.comparison.kind == "noninferior" and ood.status == "holds"
+    assert "copying" in v.evidence and "not counted" in v.evidence  # no copying rows: not learned, not counted
+    # the reverse: does not hold
+    assert claim_verdict(_verdict_frame(_wiggle(0.4, 6), _wiggle(0.1, 6), _wiggle(0.4, 6), _wiggle(0.7, 6))).status == "does not hold"
+    # equal drops, measured tightly: the gain's interval lies below the smallest gain counted -> does not hold
+    assert claim_verdict(_verdict_frame(_wiggle(0.3, 8), _wiggle(0.3, 8, 0.004), _wiggle(0.5, 8), _wiggle(0.5, 8))).status == "does not hold"
+
+
+def test_verdict_two_noisy_seeds_stay_inconclusive():
     from benchmarks.specs.rims import claim_verdict
 
-    assert claim_verdict(_verdict_frame([0.1, 0.12], [0.4, 0.42], [0.7, 0.68], [0.4, 0.38])).status == "holds"
-    assert claim_verdict(_verdict_frame([0.4, 0.42], [0.1, 0.12], [0.4, 0.38], [0.7, 0.68])).status == "does not hold"
-    # within the band
-    assert claim_verdict(_verdict_frame([0.3, 0.1], [0.25, 0.15], [0.5, 0.7], [0.55, 0.65])).status == "inconclusive"
-    # a smaller drop bought with a lower OOD accuracy is not better
-    assert claim_verdict(_verdict_frame([0.1, 0.1], [0.4, 0.4], [0.2, 0.2], [0.4, 0.4])).status == "does not hold"
+    # means differ by 0.1 in rims' favour, but the per-seed differences (0.2, 0.0) scatter as much
+    v = claim_verdict(_verdict_frame([0.1, 0.3], [0.3, 0.3], [0.6, 0.6], [0.6, 0.6]))
+    assert v.status == "inconclusive"
+    assert v.judgements[0].seeds_needed is not None and "seeds would decide it" in v.evidence
+    # the same differences over 10 seeds decide it
+    assert claim_verdict(_verdict_frame([0.1, 0.3] * 5, [0.3] * 10, [0.6] * 10, [0.6] * 10)).status == "holds"
+
+
+def test_verdict_a_smaller_drop_with_a_lower_ood_accuracy_is_not_better():
+    from benchmarks.specs.rims import claim_verdict
+
+    v = claim_verdict(_verdict_frame(_wiggle(0.1, 4), _wiggle(0.4, 4), _wiggle(0.2, 4), _wiggle(0.4, 4, 0.01)))
+    assert v.judgements[0].status == "holds" and v.judgements[1].status == "does not hold"
+    assert v.status == "does not hold"
+    # OOD accuracy lower by less than the margin, measured tightly: still better
+    v = claim_verdict(_verdict_frame(_wiggle(0.1, 4), _wiggle(0.4, 4), _wiggle(0.395, 4), _wiggle(0.4, 4, 0.004)))
+    assert v.status == "holds"
+
+
+def test_verdict_a_task_counts_only_when_both_variants_learned():
+    from benchmarks.specs.rims import claim_verdict
+
+    # the lstm's ID accuracy within 0.10 of the floor (0.11) in one seed: not counted, inconclusive with the reason
+    frame = _verdict_frame(_wiggle(0.1, 6), _wiggle(0.4, 6), _wiggle(0.7, 6), _wiggle(0.4, 6),
+                           id_acc={"lstm": [0.8, 0.8, 0.8, 0.8, 0.8, 0.15]})
+    v = claim_verdict(frame)
+    assert v.status == "inconclusive" and "digits not learned" in v.evidence
+    assert all(j.status == "inconclusive" for j in v.judgements)
+    assert v.judgements[0].estimate.low > 0  # the interval is kept, the decision is not made
+
+
+def test_verdict_mixed_tasks_are_inconclusive():
+    from benchmarks.specs.rims import claim_verdict
+
+    better = (_wiggle(0.1, 6), _wiggle(0.4, 6), _wiggle(0.7, 6), _wiggle(0.4, 6))
+    worse = (_wiggle(0.4, 6), _wiggle(0.1, 6), _wiggle(0.4, 6), _wiggle(0.7, 6))
+    undecided = ([0.1, 0.35] * 3, [0.3] * 6, [0.6] * 6, [0.6] * 6)
+    assert claim_verdict(_verdict_frame(*better, other=worse)).status == "inconclusive"
+    assert claim_verdict(_verdict_frame(*better, other=undecided)).status == "holds"  # better on one, worse on none
+    assert claim_verdict(_verdict_frame(*worse, other=undecided)).status == "does not hold"
 
 
 def test_rims_smoke_unit_reports_the_declared_metrics(tmp_path):

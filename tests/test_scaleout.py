@@ -53,7 +53,7 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
 def test_two_jobs_give_the_same_rows_and_run_id_and_really_overlap(tmp_path, toy_env):
     args = [*TOY, "--variant", "slow", "--variant", "method", "--variant", "baseline"]
     env = {**toy_env, "TOY_SLEEP": "6"}
-    one = cli([*args, "--out", str(tmp_path / "one"), "--threads", "1"], env)
+    one = cli([*args, "--out", str(tmp_path / "one"), "--jobs", "1", "--threads", "1"], env)
     two = cli([*args, "--out", str(tmp_path / "two"), "--jobs", "2", "--threads", "1"], env)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert finished_order(one.stdout) == ["toy/slow", "toy/method", "toy/baseline"]

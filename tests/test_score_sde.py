@@ -466,20 +466,37 @@ def _verdict_rows(pc_offsets, p_fid=30.0, noise=(-0.5, 0.5, 0.0)):
 
 
 @pytest.mark.parametrize("offsets,expected", [
-    ((-3.0, -2.5, -3.5), "holds"), ((3.0, 2.5, 3.5), "does not hold"), ((-3.0, 2.0, 0.5), "inconclusive"),
-    ((-1.0, -1.1, -0.9), "inconclusive"),  # consistent but below 5% of ve_p's FID
+    ((-3.0, -2.5, -3.5, -3.0, -2.8), "holds"), ((3.0, 2.5, 3.5, 3.0, 2.8), "does not hold"),
+    ((-3.0, 2.0, 0.5, -4.0, 1.0), "inconclusive"),
+    ((-1.0, -1.1, -0.9, -1.0, -1.05), "does not hold"),  # consistent, but reliably below 5% of ve_p's FID
 ])
-def test_verdict_uses_per_seed_paired_differences_of_ve_pc_and_ve_p(offsets, expected):
+def test_verdict_uses_per_seed_relative_differences_at_the_snr_the_exact_score_extra_chose(offsets, expected):
     import pandas as pd
 
-    rows = _verdict_rows(offsets, noise=(-8.0, 8.0, 0.0))  # seeds differ a lot; the pairs do not
-    rows += [("ve_pc", s, "fid_clf@snr=0.3", 25.0) for s in range(3)] + [("ve_pc", 0, "fid_floor_clf", 8.5)]
-    rows += [("vp_pc", s, "fid_clf", 20.0) for s in range(3)] + [("ddpm_ancestral", s, "fid_clf", 21.0) for s in range(3)]
+    noise = (-8.0, 8.0, 0.0, 4.0, -4.0)  # seeds differ a lot; the pairs do not
+    rows = _verdict_rows([9.0] * 5, noise=noise)  # at the default snr 0.16 ve_pc is far worse ...
+    rows += [("ve_pc", s, "fid_clf@snr=0.3", 30.0 + e + o) for s, (e, o) in enumerate(zip(noise, offsets))]
+    rows += [("ve_pc", s, "fid_clf@snr=0.08", 40.0) for s in range(5)] + [("ve_pc", 0, "fid_floor_clf", 8.5)]
+    # ... but the exact-score extra (no trained network) picks 0.3, so 0.3 is judged
+    rows += [("ve_pc", 0, "exact_fid_clf@digits", 3.5), ("ve_pc", 0, "exact_fid_clf@digits,snr=0.3", 2.6),
+             ("ve_pc", 0, "exact_fid_clf@digits,snr=0.08", 4.0), ("ddpm_ancestral", 0, "exact_fid_clf@digits,snr=0.3", 1.0)]
+    rows += [("vp_pc", s, "fid_clf", 20.0) for s in range(5)] + [("ddpm_ancestral", s, "fid_clf", 21.0) for s in range(5)]
     df = pd.DataFrame(rows, columns=["variant", "seed", "metric", "value"]).assign(step=float("nan"))
     verdict = claim_verdict(df)
     assert verdict.status == expected
-    assert "snr 0.3" in verdict.evidence and "floor 8.5" in verdict.evidence
-    assert "Secondary, VP-PC vs DDPM ancestral: inconclusive" in verdict.evidence and "1.9%" in verdict.evidence
+    assert "snr 0.3, chosen by the exact-score extra" in verdict.evidence and "floor" in verdict.evidence
+    primary, secondary = verdict.judgements
+    assert primary.comparison.metric == "fid_clf@snr=0.3" and primary.estimate.n == 5
+    assert primary.estimate.effect == pytest.approx(-sum(o / (30.0 + e) for e, o in zip(noise, offsets)) / 5)
+    assert secondary.comparison.baseline == "ddpm_ancestral" and "1.9%" in verdict.evidence
+
+
+def test_verdict_falls_back_to_the_default_snr_without_the_extra():
+    import pandas as pd
+
+    rows = _verdict_rows([-3.0, -2.5, -3.5]) + [("ve_pc", s, "fid_clf@snr=0.3", 1.0) for s in range(3)]
+    verdict = claim_verdict(pd.DataFrame(rows, columns=["variant", "seed", "metric", "value"]).assign(step=float("nan")))
+    assert verdict.judgements[0].comparison.metric == "fid_clf" and "reference's default" in verdict.evidence
 
 
 def test_cifar10_factory_scales_8bit_images_to_the_unit_interval(monkeypatch):

@@ -193,3 +193,27 @@ def test_one_module_trains_through_lightning_cli(tmp_path):
     (metrics,) = tmp_path.glob("lightning_logs/version_*/metrics.csv")
     losses = pd.read_csv(metrics)["train/loss"].dropna()
     assert len(losses) == 2 and losses.map(math.isfinite).all()  # two steps trained and logged
+
+
+def _vit_rows(small_gaps, full_gaps):
+    """resnet / vit top1_vs_data at fractions 0.1 and 1.0, per seed; gaps = resnet - vit."""
+    out = []
+    for s, (g0, g1) in enumerate(zip(small_gaps, full_gaps)):
+        base0, base1 = 0.8 + 0.02 * s, 0.95 - 0.01 * s  # seeds differ; the pairs carry the claim
+        out += [("resnet", s, 0.1, base0 + g0), ("vit", s, 0.1, base0), ("resnet", s, 1.0, base1 + g1), ("vit", s, 1.0, base1)]
+    return pd.DataFrame([dict(variant=v, seed=s, metric="top1_vs_data", step=f, value=x) for v, s, f, x in out])
+
+
+@pytest.mark.parametrize("small, full, expected", [
+    ([0.15, 0.18, 0.16, 0.17, 0.15], [0.03, 0.05, 0.04, 0.03, 0.04], "holds"),
+    ([-0.05, -0.04, -0.06, -0.05, -0.04], [0.0, 0.01, 0.0, 0.01, 0.0], "does not hold"),  # the ViT wins on little data
+    ([0.10, 0.12, 0.11, 0.10, 0.11], [0.15, 0.16, 0.14, 0.15, 0.16], "does not hold"),  # the gap grows
+    ([0.18, -0.02], [0.05, 0.04], "inconclusive"),  # two noisy seeds
+])
+def test_verdict_judges_the_small_data_gap_and_its_shrinking_on_paired_seeds(small, full, expected):
+    from benchmarks.specs.vit import claim_verdict
+
+    verdict = claim_verdict(_vit_rows(small, full))
+    assert verdict.status == expected
+    assert [j.comparison.name for j in verdict.judgements] == ["CNN vs ViT at the smallest fraction", "CNN − ViT gap shrinks with data"]
+    assert verdict.judgements[0].estimate.n == len(small)

@@ -12,17 +12,23 @@ import math
 from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
-from benchmarks.verdict import MIN_BAND, band, seed_stats
+from benchmarks.verdict import Comparison, Judgement, combine, floor_separation, gate, judge, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 UNITS = "benchmarks.units.ance"
 METHOD = "ance"
-BASELINES = ("bm25", "random_neg", "inbatch_neg", "bm25_neg")
-DENSE = ("ance", "ance_sync", "random_neg", "inbatch_neg", "bm25_neg")
-LEARNED_MARGIN = 0.01  # a dense variant counts as trained if its MRR@10 beats the floor by this (the project's minimum band)
-LEARNED_RATIO = 2.0  # ... and is at least this multiple of the floor (max of the untrained encoder and random ranking)
+DENSE_BASELINES = ("random_neg", "inbatch_neg", "bm25_neg")  # the claim: ANCE beats every one (intersection-union)
+DELTA = 0.01
+DELTA_SOURCE = ("scale argument: the paper's smallest gap, ANCE (FirstP) vs BM25 Neg on MARCO dev, is 0.031 MRR@10 "
+                "(Table 1, 0.330 vs 0.299); 0.01 is the smallest difference a reader would call a gain")
+COMPARISONS = tuple(Comparison(METHOD, b, "mrr_at_10", "better", delta=DELTA, source=DELTA_SOURCE) for b in DENSE_BASELINES)
+# "and beat BM25": judged and reported on its own line, not part of the status (the claim's core is the negatives)
+VS_BM25 = Comparison(METHOD, "bm25", "mrr_at_10", "better", delta=DELTA, source=DELTA_SOURCE)
+# a dense variant counts as trained when its MRR@10 is above its floor (the larger of its untrained encoder's, step 0,
+# and a random ranking's) by more than this, at 95 % (floor_separation, paired by seed: same seed = same start)
+LEARNED_MARGIN = 0.01
 SMALL_CANNOT = ("What this scale cannot show: ANCE fine-tunes a pre-trained RoBERTa-base on ~500k MS MARCO queries; "
                 "here ~4,600 inverse-cloze pairs from ~85 articles teach a small encoder the passages it has seen, not a "
                 "matching function that reaches unseen ones (not even unseen passages of the training articles), whatever "
@@ -31,55 +37,41 @@ SMALL_CANNOT = ("What this scale cannot show: ANCE fine-tunes a pre-trained RoBE
                 "(--dataset msmarco, bert-base-uncased) is the test.")
 
 
-def _paired(df: pd.DataFrame, a: str, b: str, metric: str) -> list[float]:
-    """Per-seed differences a − b of one metric, over the seeds both have."""
-    rows = df[(df["metric"] == metric) & df["step"].isna()]
-    va = rows[rows["variant"] == a].set_index("seed")["value"].astype(float)
-    vb = rows[rows["variant"] == b].set_index("seed")["value"].astype(float)
-    common = sorted(set(va.index) & set(vb.index))
-    return [float(va[s] - vb[s]) for s in common]
+def floor(df: pd.DataFrame, variant: str) -> dict[int, float]:
+    """seed -> the larger of the variant's untrained (step-0) MRR@10 and a random ranking's."""
+    untrained = per_seed(df, variant, "untrained_mrr_at_10")
+    random = per_seed(df, variant, "trivial_mrr_at_10@ranking=random")
+    return {s: max(untrained.get(s, -math.inf), random.get(s, -math.inf)) for s in sorted(set(untrained) | set(random))}
+
+
+def trained(df: pd.DataFrame, variant: str) -> tuple[bool, str]:
+    """Has a dense variant trained beyond its start? (MRR@10 above its floor by more than LEARNED_MARGIN)"""
+    ok, text = floor_separation(per_seed(df, variant, "mrr_at_10"), floor(df, variant), LEARNED_MARGIN)
+    return ok, f"{variant}: {text.replace('model − floor ', '')}"
 
 
 def claim_verdict(df: pd.DataFrame) -> Verdict:
-    m, sm, nm = seed_stats(df, METHOD, "mrr_at_10")
-    if nm == 0:
-        return Verdict("inconclusive", "missing mrr_at_10 for ance")
-    notes, untrained = [], []
-    for v in DENSE:
-        mean = seed_stats(df, v, "mrr_at_10")[0]
-        floor = max(seed_stats(df, v, "untrained_mrr_at_10")[0], seed_stats(df, v, "trivial_mrr_at_10@ranking=random")[0])
-        if not math.isnan(mean) and not (mean > floor + LEARNED_MARGIN and mean >= LEARNED_RATIO * floor):
-            untrained.append(f"{v} {mean:.3f} (floor {floor:.3f})")
-    stats = {b: seed_stats(df, b, "mrr_at_10") for b in BASELINES}
-    present = {b: s for b, s in stats.items() if s[2] > 0}
-    if not present:
-        return Verdict("inconclusive", "no baseline has mrr_at_10")
-    best = max(present, key=lambda b: present[b][0])
-    b, sb, nb = present[best]
-    diffs = _paired(df, METHOD, best, "mrr_at_10")
-    if len(diffs) > 1:
-        mean_d = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - mean_d) ** 2 for d in diffs) / (len(diffs) - 1))
-        width = max(2 * sd, MIN_BAND)
-        band_note = f"paired over {len(diffs)} seeds: Δ {mean_d:+.4f}, band ±{width:.4f} (2 std of the per-seed differences, ≥ {MIN_BAND})"
-    else:
-        mean_d, width = m - b, band(sm, sb)
-        band_note = f"Δ {mean_d:+.4f}, band ±{width:.4f} (2 pooled std over seeds, ≥ {MIN_BAND}; fewer than 2 paired seeds)"
-    others = ", ".join(f"{v} {s[0]:.4f}" for v, s in stats.items() if s[2] > 0)
-    notes.append(f"MRR@10 ance {m:.4f} vs best baseline {best} {b:.4f} ({band_note}); baselines: {others}")
+    """ANCE beats every dense negative source on MRR@10 (each by the smallest gain), once each has trained."""
+    if seed_stats(df, METHOD, "mrr_at_10")[2] == 0:
+        return make_verdict("inconclusive", [judge(df, c) for c in COMPARISONS], "missing mrr_at_10 for ance")
+    competence = {v: trained(df, v) for v in (METHOD, *DENSE_BASELINES)}
+
+    def gated(c: Comparison, variants: tuple[str, ...]) -> Judgement:
+        failed = [v for v in variants if not competence[v][0]]
+        return gate(judge(df, c), not failed, f"not trained beyond its start: {', '.join(failed)} (below)")
+
+    judgements = [gated(c, (METHOD, c.baseline)) for c in COMPARISONS]
+    bm25 = gated(VS_BM25, (METHOD,))
+    notes = [f"reported, not part of the status: {bm25.text()}"]
     sync = seed_stats(df, "ance_sync", "mrr_at_10")
     if sync[2]:
-        notes.append(f"ance_sync {sync[0]:.4f}")
-    if untrained:
-        notes.append(f"not trained clearly beyond the trivial floor (> floor + {LEARNED_MARGIN} and >= {LEARNED_RATIO:g}x floor): " + "; ".join(untrained))
+        notes.append(f"ance_sync MRR@10 {sync[0]:.4f}")
+    notes.append(f"trained beyond the start (MRR@10 − floor, margin {LEARNED_MARGIN:g}): "
+                 + "; ".join(text for _, text in competence.values()))
+    if not all(ok for ok, _ in competence.values()):
         if "dataset" in df and "gensim_wiki" in set(df["dataset"]):  # the embedded data: say why, once
             notes.append(SMALL_CANNOT)
-        return Verdict("inconclusive", "; ".join(notes))
-    if mean_d > width:
-        return Verdict("holds", "; ".join(notes))
-    if mean_d < -width:
-        return Verdict("does not hold", "; ".join(notes))
-    return Verdict("inconclusive", "; ".join(notes))
+    return make_verdict(combine(judgements, "all"), judgements, "; ".join(notes))
 
 
 @register_benchmark
@@ -99,11 +91,15 @@ def ance() -> Benchmark:
             "encoder, an IDF-weighted pooling computed offline from the training articles)."
         ),
         verdict_rule=(
-            f"inconclusive unless every dense variant's MRR@10 is above its floor (the larger of its untrained encoder's, "
-            f"step 0, and a random ranking's) by more than {LEARNED_MARGIN} and at least {LEARNED_RATIO:g}x it; then, against the baseline with the best mean MRR@10 (bm25, random_neg, "
-            "inbatch_neg, bm25_neg), holds if ance's MRR@10 is higher by more than the band, does not hold if lower by "
-            "more than the band, else inconclusive. The band is 2 std of the per-seed paired differences (ance − best "
-            f"baseline, same seed = same initial encoder), at least {MIN_BAND}; with one seed, 2 pooled std over seeds"
+            f"ANCE must beat every dense negative source ({', '.join(DENSE_BASELINES)}) on MRR@10, each one a declared "
+            f"comparison with smallest gain {DELTA} (the paper's smallest gap, vs BM25 Neg, is 0.031): per baseline, the "
+            "95 % paired-t interval of ance − baseline over seeds (same seed = same initial encoder) holds if its lower "
+            f"end is above 0 and its upper end is not below {DELTA}, does not hold if its upper end is below {DELTA}, else "
+            "inconclusive. The claim holds only if every comparison holds, and does not hold if any does not "
+            "(intersection-union, no correction needed). A comparison is inconclusive unless ance and its baseline "
+            "have trained beyond their start: MRR@10 above the floor (the larger of the untrained encoder's, step 0, "
+            f"and a random ranking's) by more than {LEARNED_MARGIN} at 95 %. ance vs bm25 is judged the same way and "
+            "reported, not part of the status"
         ),
         variants=[
             Variant("ance", "method", {}, "ANN negatives from an index refreshed asynchronously by a background thread "
@@ -227,6 +223,9 @@ def ance() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
+        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds): nothing trains beyond
+        # its start at quick, so no number of seeds decides it (issue 26); 97 s per seed
+        seeds={"quick": 3},
         paper_numbers=[
             # Table 1 of arXiv 2007.00808 (checked against two restatements of the table, one a full translation of
             # the paper): MARCO Dev Passage Retrieval MRR@10. Our full preset runs the same data with a BERT-base dual

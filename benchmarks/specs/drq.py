@@ -16,48 +16,76 @@ steps, the paper's networks and batch 512); a few dm_control steps run in the te
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
-from benchmarks.verdict import band, seed_stats
+from benchmarks.verdict import (Comparison, floor_separation, gate, iqm, iqm_difference, judgement, judge_values,
+                                make_verdict, per_seed, seed_stats)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 UNITS = "benchmarks.units.drq"
-MIN_BAND = 10.0  # returns: differences under 10 (pendulum spans about -1500..0, DMC 0..1000) are not evidence
+# The smallest gain in return at the budget that counts (declared before any run, as the old minimum bands were):
+DELTA = 10.0  # returns: differences under 10 (pendulum spans about -1500..0, DMC 0..1000) are not evidence
 # point_reach: 50 steps of -distance, random policy about -51, reaching at once about -3: 2 there is 4% of that span
-MIN_BANDS = {"point_reach": 2.0}
-
-
-def min_band(df: pd.DataFrame) -> float:
-    names = set(df["dataset"].dropna().astype(str)) if "dataset" in df.columns else set()
-    return min((MIN_BANDS.get(n, MIN_BAND) for n in names), default=MIN_BAND)
+DELTAS = {"point_reach": 2.0}
+SOURCES = {
+    "point_reach": "scale argument: 4 % of point_reach's span of returns (about -51 random to -3 reaching at once)",
+}
+DEFAULT_SOURCE = "scale argument: 1 % of DMC's 0..1000 span of returns (0.7 % of pendulum's -1500..0)"
+DATASETS = ("point_reach", "pendulum", "cartpole_swingup", "reacher_easy")
+COMPARISONS = {
+    name: Comparison("drq", "sac", "return", "better", delta=DELTAS.get(name, DELTA), source=SOURCES.get(name, DEFAULT_SOURCE))
+    for name in DATASETS
+}
+DEFAULT = Comparison("drq", "sac", "return", "better", delta=DELTA, source=DEFAULT_SOURCE)
+# A percentile bootstrap over n runs covers far less than its nominal level when n is small: with 2 runs it spans the two
+# paired differences (both above 0 with probability 1/4 when there is no effect). Simulated under no effect (normal
+# paired differences, 2,000 trials, benchmarks.verdict.iqm_difference): the 95 % interval's lower end is above 0 in
+# 25 % of trials at 2 runs, 12 % at 3, 7 % at 4, 5 % at 5, 3 % at 6, 2-3.5 % at 8-15 (nominal 2.5 %). Below this many
+# paired runs the judgement is inconclusive, whatever the interval says.
+MIN_BOOTSTRAP_RUNS = 6
 TABLE1 = "arXiv 2004.13649 (ICLR 2021 version) Table 1, PlaNet benchmark"
 
 
+def comparison(df: pd.DataFrame) -> Comparison:
+    """The declared comparison for the run's environment (several: the smallest delta; none named: DEFAULT)."""
+    names = set(df["dataset"].dropna().astype(str)) if "dataset" in df.columns else set()
+    return min((COMPARISONS.get(n, DEFAULT) for n in names), key=lambda c: c.delta, default=DEFAULT)
+
+
 def claim_verdict(df: pd.DataFrame) -> Verdict:
-    """DrQ vs SAC on the return at the budget; DrQ must also beat the random policy (it learned)."""
+    """DrQ vs SAC on the return at the budget (IQM over seeds, stratified bootstrap); DrQ must beat the random policy."""
+    c = comparison(df)
+    drq, sac = per_seed(df, "drq", "return"), per_seed(df, "sac", "return")
+    seeds = sorted(set(drq) & set(sac))
+    if not seeds:
+        missing = " and ".join(v for v, x in (("drq", drq), ("sac", sac)) if not x) or "drq and sac on a common seed"
+        return make_verdict("inconclusive", [judge_values(c, drq, sac)], f"missing return rows for {missing}")
+    m, b = [drq[s] for s in seeds], [sac[s] for s in seeds]  # paired: a seed's runs share the evaluation reset seeds
+    est = iqm_difference(m, b, c.confidence)
+    few = est.n < MIN_BOOTSTRAP_RUNS
+    note = (f"{est.n} paired runs: a bootstrap interval needs at least {MIN_BOOTSTRAP_RUNS} to hold its level, so "
+            "inconclusive whatever it says" if few else "")
+    j = judgement(c, est, means=(iqm(m), iqm(b)), note=note, status="inconclusive" if few else None)
+    if few and j.seeds_needed is not None:
+        j = replace(j, seeds_needed=max(j.seeds_needed, MIN_BOOTSTRAP_RUNS))
+    random = per_seed(df, "drq", "random_return")
+    learned, separation = floor_separation(drq, random, c.delta)
+    j = gate(j, learned, f"drq is not shown above the random policy by more than {c.delta:g}: not learned ({separation})")
     (d, sd, nd), (s, ss, ns), (r, sr, nr) = (seed_stats(df, v, "return") for v in ("drq", "sac", "rad"))
-    rand = seed_stats(df, "drq", "random_return")[0]
-    if nd == 0 or ns == 0:
-        return Verdict("inconclusive", f"missing return rows for {'drq' if nd == 0 else 'sac'}")
-    floor = min_band(df)
-    width = band(sd, ss, floor)
-    learned = band(sd, 0.0, floor)
+    rad = list(per_seed(df, "rad", "return").values())
     curve = {v: seed_stats(df, v, "mean_return")[0] for v in ("drq", "rad", "sac")}
+    curve_text = ", ".join(f"{v} {x:.1f}" for v, x in curve.items() if not math.isnan(x))
     evidence = (
-        f"return at the budget: drq {d:.1f}±{sd:.1f} vs sac {s:.1f}±{ss:.1f} (Δ {d - s:+.1f}, band ±{width:.1f}, "
-        f"seeds {nd}/{ns}); rad {r:.1f}±{sr:.1f}; random policy {rand:.1f}; mean over the learning curve "
-        + ", ".join(f"{v} {m:.1f}" for v, m in curve.items() if not math.isnan(m))
+        f"return at the budget, mean ± std over seeds: drq {d:.1f}±{sd:.1f} (n {nd}), sac {s:.1f}±{ss:.1f} (n {ns}), "
+        f"rad {r:.1f}±{sr:.1f} (n {nr}{f', IQM {iqm(rad):.1f}' if rad else ''}); random policy "
+        f"{seed_stats(df, 'drq', 'random_return')[0]:.1f} (drq − random: {separation})"
+        + (f"; mean over the learning curve {curve_text}" if curve_text else "")
     )
-    if math.isnan(rand) or d - rand <= learned:
-        return Verdict("inconclusive", evidence + f" — drq is not above the random policy by its band (±{learned:.1f}): not learned")
-    if d - s > width:
-        return Verdict("holds", evidence)
-    if s - d > width:
-        return Verdict("does not hold", evidence)
-    return Verdict("inconclusive", evidence)
+    return make_verdict(j.status, [j], evidence)
 
 
 @register_benchmark
@@ -73,11 +101,14 @@ def drq() -> Benchmark:
         ),
         verdict_rule=(
             "compare the return at the environment-step budget (the deterministic policy's mean evaluation return, "
-            "averaged over the last avg_last evaluations); holds if drq "
-            f"beats sac by more than the band (2 pooled std over seeds, at least {MIN_BAND:g}; {MIN_BANDS['point_reach']:g} on "
-            "point_reach, whose returns span about -51 (random) to -3) and beats the random "
-            "policy on the same evaluation episodes by more than its own band; does not hold if sac beats drq by more "
-            "than the band; else (within the band, or drq not above the random policy) inconclusive"
+            "averaged over the last avg_last evaluations) as rliable does: the interquartile mean over runs (one run = "
+            "one seed) of drq minus that of sac, with a 95 % stratified-bootstrap percentile interval, runs paired by "
+            "seed (same evaluation reset seeds). Holds if the interval's lower end is above 0 and its upper end is not "
+            f"below the smallest gain ({DELTA:g}; {DELTAS['point_reach']:g} on point_reach, whose returns span about -51 "
+            f"random to -3); does not hold if its upper end is below it; else inconclusive. Inconclusive with fewer "
+            f"than {MIN_BOOTSTRAP_RUNS} paired runs (a percentile bootstrap over fewer does not hold its level), and "
+            "unless drq beats the random policy on the same evaluation episodes by more than the smallest gain (lower "
+            "end of the 95 % paired interval of drq − random); rad is reported beside"
         ),
         variants=[
             Variant("drq", "method", {"K": 2, "M": 2, "augment": True}, "random shifts (±pad px); target over K=2, loss over M=2 copies"),
@@ -96,7 +127,7 @@ def drq() -> Benchmark:
         # steps + 2,500 updates, evaluated every 500 steps on 8 episodes. Every other hyper-parameter is DrQ's
         # (Section 5.2 / the reference config.yaml). Measured (2 seeds, --jobs 2 --threads 1, 2 cores shared with
         # other work, load 4-8): return drq -15.7/-10.3, rad -16.7/-14.9, sac -33.6/-33.9, random policy -46.9/-47.3
-        # (verdict holds); 53-111 s per unit, 490 s of unit time, about 4 min of wall time. One unit at a time at
+        # (the old 2-std band rule said holds); 53-111 s per unit, 490 s of unit time, about 4 min of wall time. One unit at a time at
         # load about 2 (near idle): drq 50 s, sac 32 s (same returns), so about 4 min of unit time for the 6 units
         # (rad between the two), 2 min of wall time with --jobs 2. Pendulum from pixels (--dataset
         # pendulum) does not learn at a CPU budget: with --set env_steps=13000 seed_steps=1000 eval_every=2000
@@ -142,6 +173,9 @@ def drq() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
+        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds): the IQM bootstrap
+        # needs at least MIN_BOOTSTRAP_RUNS = 6 paired runs to hold its level; 79 s per seed
+        seeds={"quick": 6},
         paper_numbers=[
             # Table 1 of the paper as printed in its ICLR 2021 version (read from a stored copy of the paper text;
             # the 100k DrQ cells are restated identically by later papers). Mean ± std over 10 seeds, 84x84, the

@@ -22,11 +22,11 @@ CIFAR-100 rows, log10 values).
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
-from benchmarks.verdict import band, seed_stats
+from benchmarks.verdict import Comparison, combine, floor_separation, gate, judge, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -37,30 +37,34 @@ ADAPTIVE = ("fedadam", "fedyogi", "fedadagrad")
 
 
 # ------------------------------------------------------------------------------- verdict
+# Declared before the run: one method (FedAdam, the paper's headline optimizer) against each baseline. FedYogi and
+# FedAdagrad are reported beside it, not picked afterwards as "the best adaptive optimizer".
+ADAM_VS_AVG = Comparison(
+    "fedadam", "fedavg", "acc", "better", delta=0.0, label="FedAdam vs FedAvg",
+    source="any gain counts: the claim is 'a higher accuracy in the same rounds'")
+ADAM_VS_AVGM = Comparison(
+    "fedadam", "fedavgm", "acc", "noninferior", margin=0.02, label="FedAdam vs FedAvgM",
+    source="'at least on par': not more than 2 points of test accuracy below, about one standard error of "
+           "accuracy on the 360 test digits (0.016)")
+CHANCE = {"digits": 0.1, "emnist": 1 / 62, "cifar100": 0.01}  # a uniform guess over the classes: the trivial floor
+
+
 def claim_verdict(df: pd.DataFrame) -> Verdict:
-    """Best adaptive optimizer vs FedAvg (must win) and vs FedAvgM (must not lose)."""
-    stats = {v: seed_stats(df, v, "acc") for v in OPTIMIZERS}
-    rounds = {v: seed_stats(df, v, "rounds_to_target")[0] for v in OPTIMIZERS}
-    have = [v for v in ADAPTIVE if stats[v][2] > 0]
-    if not have or stats["fedavg"][2] == 0 or stats["fedavgm"][2] == 0:
-        return Verdict("inconclusive", "missing acc rows for some optimizer")
-    best = max(have, key=lambda v: stats[v][0])
-    (a, sa, _), (b, sb, _), (c, sc, _) = stats[best], stats["fedavg"], stats["fedavgm"]
-    w_b, w_c = band(sa, sb), band(sa, sc)
+    """FedAdam vs FedAvg (better) and vs FedAvgM (non-inferior), both paired by seed."""
+    better = judge(df, ADAM_VS_AVG)
+    on_par = judge(df, ADAM_VS_AVGM)
+    dataset = str(df["dataset"].iloc[0]) if "dataset" in df.columns and len(df) else "digits"
+    chance = CHANCE.get(dataset, 0.0)
+    avgm = per_seed(df, "fedavgm", "acc")
+    ok, why = floor_separation(avgm, [chance] * max(2, len(avgm)), ADAM_VS_AVGM.margin)
+    on_par = gate(on_par, ok, f"FedAvgM vs chance ({chance:.3g}): {why}")
     listing = ", ".join(
-        f"{v} {stats[v][0]:.3f}±{stats[v][1]:.3f} (target in {rounds[v]:.0f} rounds)" for v in OPTIMIZERS if stats[v][2]
-    )
-    evidence = (
-        f"test acc (mean of last rounds) {listing}; best adaptive {best}: {a - b:+.3f} vs fedavg (band ±{w_b:.3f}), "
-        f"{a - c:+.3f} vs fedavgm (band ±{w_c:.3f})"
-    )
-    if any(math.isnan(x) for x in (a, b, c)):
-        return Verdict("inconclusive", evidence)
-    if a - b > w_b and a - c > -w_c:
-        return Verdict("holds", evidence)
-    if a - b < -w_b or a - c < -w_c:
-        return Verdict("does not hold", evidence)
-    return Verdict("inconclusive", evidence)
+        f"{v} {seed_stats(df, v, 'acc')[0]:.3f}±{seed_stats(df, v, 'acc')[1]:.3f} (target in "
+        f"{seed_stats(df, v, 'rounds_to_target')[0]:.0f} rounds)" for v in OPTIMIZERS if seed_stats(df, v, "acc")[2])
+    others = [judge(df, replace(ADAM_VS_AVG, method=v, label=f"{v} vs fedavg")) for v in ("fedyogi", "fedadagrad")]
+    evidence = (f"test acc (mean of the last rounds, mean±std over seeds): {listing}; the other adaptive optimizers, "
+                "reported, not judged: " + "; ".join(f"{j.comparison.name} {j.estimate.text('+.3f')}" for j in others))
+    return make_verdict(combine([better, on_par]), [better, on_par], evidence)
 
 
 @register_benchmark
@@ -78,10 +82,13 @@ def fedopt() -> Benchmark:
             "FedAvg in the same number of rounds, and is at least on par with FedAvgM."
         ),
         verdict_rule=(
-            "take the adaptive optimizer with the best mean test accuracy (averaged over the last avg_last "
-            "rounds); holds if it beats FedAvg by more than the band (2 pooled std over seeds, at least 0.01) "
-            "and is not below FedAvgM by more than the band; does not hold if it loses to either by more than "
-            "the band; else inconclusive"
+            "declared before the run: FedAdam against FedAvg and against FedAvgM on test accuracy (mean of the last "
+            "avg_last rounds), paired by seed (same clients, split and initial model). FedAdam vs FedAvg: 95 % t-interval "
+            "of the difference, holds if its lower end is above 0, does not hold if its upper end is below 0. FedAdam "
+            "vs FedAvgM, non-inferiority with margin 0.02: holds if the 90 % interval's lower end is above −0.02, does "
+            "not hold if its upper end is below −0.02 (and only once FedAvgM's accuracy is above chance by more than "
+            "the margin). The claim holds if both hold, does not hold if either does not, else inconclusive. FedYogi "
+            "and FedAdagrad are reported beside, not picked"
         ),
         variants=[
             Variant("fedavg", "baseline", {"optimizer": "fedavg"}, "server SGD, x + η Δ (McMahan et al.)"),
@@ -142,6 +149,9 @@ def fedopt() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"lr_grid": lazy(f"{UNITS}:lr_grid")},
         verdict=claim_verdict,
+        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds): FedAdam vs FedAvg
+        # needs about 6 paired seeds at the stored spread (+0.014, sd 0.009); 25 s per seed
+        seeds={"quick": 10},
         # No paper numbers: Table 2 of arXiv 2003.00295 (validation accuracy over the last 100 rounds) could not
         # be read from any stored copy, and the one restatement found disagrees with the transcription this
         # spec used to carry (which columns hold CIFAR-100's 52.5 / 52.4), so those rows were removed (issue 18).

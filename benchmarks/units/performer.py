@@ -63,8 +63,11 @@ def run(ctx: UnitContext) -> list[Measurement]:
     steps = sorted(timer.step_times[5:]) or [fit_s / max(1, cfg["max_steps"])]
     median_step = steps[len(steps) // 2]
     tokens, mask, _ = next(iter(dm.test_dataloader()))
+    y_train, y_test = dm.data["train"][-1], dm.data["test"][-1]
+    majority = int(torch.bincount(y_train).argmax())  # the trivial floor: always the training set's commonest class
     out = [
         Measurement("accuracy", test["test/accuracy"]),
+        Measurement("trivial_floor", float((y_test == majority).float().mean())),
         Measurement("test_examples", test["test/count"]),
         Measurement("params", count_parameters(module)),
         Measurement("sequence_length", tokens.shape[1]),

@@ -172,6 +172,9 @@ def run(ctx: UnitContext) -> list[Measurement]:
         if ctx.seed == 0:
             save_grid(samples, ctx.artifact(f"samples_{ctx.variant}.png"))
         rows += [Measurement(k, v) for k, v in metrics.items()]
+        n_floor = scorer.floor_count()
+        if n_floor < len(samples):  # the same count as the real-data floor
+            rows.append(Measurement(f"fid_{scorer.tag}@n={n_floor}", scorer.score(samples[:n_floor])[f"fid_{scorer.tag}"]))
         rows += [
             Measurement("nfe", nfe), Measurement("n_samples", len(samples)),
             Measurement("sampling_s", sample_s), Measurement("score_evals_per_s", nfe * len(samples) / sample_s),
@@ -183,7 +186,10 @@ def run(ctx: UnitContext) -> list[Measurement]:
     rows += [
         Measurement(f"fid_floor_{scorer.tag}", scorer.floor()),
         Measurement("bpd", bpd), Measurement("bpd_nfe", bpd_nfe), Measurement("ref_stats_cached", float(ref_cached)),
-        Measurement("loss_dsm", train_info["loss_dsm"]), Measurement("train_s", train_info["train_s"]),
+        # one name per definition: the reference sums the squared error over dimensions for VE (reduce_mean False)
+        # and averages it for VP / sub-VP, so the two are not one quantity
+        Measurement(f"loss_dsm@reduce={'sum' if cfg['sde'] == 've' else 'mean'}", train_info["loss_dsm"]),
+        Measurement("train_s", train_info["train_s"]),
     ]
     rows += [Measurement(k, v) for k, v in scorer.info.items()]
     return rows
