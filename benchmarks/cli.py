@@ -1,7 +1,7 @@
 """The ``iclrbench`` command: list, run, compare, report, fit, paper-csv.
 
 Exit codes: 0 success; 1 ``compare`` found a quality regression; 2 bad input (unknown
-name, bad option, malformed or missing CSV); 3 a real dataset is missing and cannot be
+name, bad option, malformed or missing CSV, a run folder another runner holds); 3 a real dataset is missing and cannot be
 downloaded; 4 the run finished but some units failed (their rows say why); 130 interrupted
 (completed units are kept; rerun the same command to resume).
 """
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iclrbench", description="ICLR 2021 papers vs their baselines, side by side.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="benchmarks, variants, datasets, presets and claims")
+    ls = sub.add_parser("list", help="benchmarks, variants, datasets, presets and claims")
+    ls.add_argument("names", nargs="*", metavar="NAMES", help="only these benchmarks (default: all)")
 
     r = sub.add_parser("run", help="run benchmarks (all when no NAMES)")
     r.add_argument("names", nargs="*", metavar="NAMES")
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, help="seconds per unit (default: the spec's per preset)")
     r.add_argument("--out", default="results/runs")
     r.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    r.add_argument("--wait", action="store_true",
+                   help="if another runner holds this run folder, wait for it to finish, then resume (default: refuse)")
     r.add_argument("--quiet", action="store_true", help="hide the units' own output (progress bars)")
     r.add_argument("--logger", default="auto", choices=LOGGERS,
                    help="training curves under <run>/logs/: auto = CSV, plus TensorBoard when installed")
@@ -99,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare a run (dir or CSV) against a stored results CSV")
     c.add_argument("run")
     c.add_argument("--against", required=True)
-    c.add_argument("--csv", default=None, help="also write the comparison table here")
+    c.add_argument("--csv", default=None, help="also write the whole comparison table here")
+    c.add_argument("--all", action="store_true", dest="show_all",
+                   help="print every compared row (default: what regressed, failed, went missing or improved beyond its "
+                        "band, then one line of counts per verdict)")
+    c.add_argument("--allow-fewer-seeds", action="store_true",
+                   help="a run with fewer seeds than the reference on purpose (--seeds 1 against a 3-seed reference): "
+                        "compare the seeds it has instead of reporting the others as missing")
 
     rep = sub.add_parser("report", help="rebuild report.md and plots from a run's summary.csv")
     rep.add_argument("run")
@@ -111,18 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_list() -> int:
+def cmd_list(names: list[str] | None = None) -> int:
     from benchmarks.plan import DEFAULT_SEEDS
     from benchmarks.registry import PRESETS, get_benchmark, list_benchmarks
 
-    for name in list_benchmarks():
+    for name in names or []:
+        get_benchmark(name)  # an unknown name: one line listing the known ones, exit 2
+    for name in names or list_benchmarks():
         b = get_benchmark(name)
         print(f"{name}: {b.paper.title} (arXiv {b.paper.arxiv})")
         print(f"  claim:    {b.claim}")
         print("  variants: " + ", ".join(f"{v.name} ({v.role})" for v in b.variants))
         print(f"  datasets: {', '.join(b.datasets)} (default {b.default_dataset})")
         print(f"  presets:  {', '.join(b.presets)}; extras: {', '.join(b.extras) or '-'}")
-        print("  seeds:    " + ", ".join(f"{p} {b.seeds.get(p) or DEFAULT_SEEDS[p]}" for p in PRESETS))
+        own = {p: ", ".join(f"{v.name} {v.seeds[p]}" for v in b.variants if p in v.seeds) for p in PRESETS}
+        print("  seeds:    " + ", ".join(f"{p} {b.seeds.get(p) or DEFAULT_SEEDS[p]}" + (f" ({own[p]})" if own[p] else "")
+                                        for p in PRESETS))
         print("  metrics:  " + ", ".join(m.name + ("*" if m.primary else "") for m in b.metrics))
     return EXIT_OK
 
@@ -183,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         names=names, preset=args.preset, seeds=args.seeds, dataset=args.dataset, data_dir=data_dir,
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision, out=args.out, overrides=run_overrides(args, names), variants=args.variants,
-        extras=not args.no_extras, fresh=args.fresh, timeout_s=args.timeout, quiet=args.quiet,
+        extras=not args.no_extras, fresh=args.fresh, wait=args.wait, timeout_s=args.timeout, quiet=args.quiet,
         logger=args.logger, cold_start=args.cold_start, jobs=args.jobs, launcher=args.launcher,
         slurm=slurm_parameters(args) if args.launcher != "process" else {},
     )
@@ -207,8 +220,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     run = read_results(args.run, "run results")
     ref = read_results(args.against, "reference CSV")
-    result = compare(run, ref)
-    print(render(result))
+    result = compare(run, ref, allow_fewer_seeds=args.allow_fewer_seeds)
+    print(render(result, show_all=args.show_all))
     if args.csv:
         from benchmarks.results import atomic_write_text
 
@@ -244,7 +257,7 @@ def cmd_fit(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from benchmarks.errors import BadResultsError, RunInterrupted
+    from benchmarks.errors import BadResultsError, RunFolderLocked, RunInterrupted
     from benchmarks.registry import UnknownNameError
     from datamodules import DatasetNotFoundError
 
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_fit(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "list":
-            return cmd_list()
+            return cmd_list(args.names)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "compare":
@@ -266,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"iclrbench: error: {exc}", file=sys.stderr)
         return exc.code
-    except (UnknownNameError, BadResultsError) as exc:
+    except (UnknownNameError, BadResultsError, RunFolderLocked) as exc:
         print(f"iclrbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DatasetNotFoundError as exc:

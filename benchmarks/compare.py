@@ -1,16 +1,23 @@
 """Compare a run against stored results with noise-aware bands (DESIGN.md, "Compare").
 
 For every (benchmark, variant, dataset, preset, metric) present in both (ok rows, scalar
-metrics; curve points are not compared), the band is two pooled standard deviations over
-seeds where a side has several seeds, else the metric's relative tolerance of the stored
-value. Quality metrics outside the band in the bad direction are regressions (exit 1);
+metrics; curve points are not compared), the band is the wider of two: a 95 % interval for
+the difference of the two means (Welch's t over each side's seeds, so it is wide when either
+side has few; a side with one value borrows the other side's spread) and the metric's declared
+relative tolerance of the stored value, which is set to cover what moves between machines of
+this kind (the same commit on an Intel and an AMD CPU) and seeds. So a band is never narrower
+than the tolerance, and a shift of several tolerances is always a regression. Quality metrics
+outside the band in the bad direction are regressions (exit 1);
 efficiency metrics are compared only when the hardware matches; info metrics (a parameter
 count) are reported as changed or not. Rows present on one side only are listed.
 
 A quality metric of the reference that the run failed to measure is a regression too, with
 its reason: the run's unit of that variant failed (status error), its value is not finite,
 or it is missing although the run ran that benchmark on the same dataset and preset (a
-renamed metric or variant). Two sides with nothing in common are bad input
+renamed metric or variant). A seed the reference has and the run lacks, for a quality metric
+the run does have, is a regression too ("missing in the run (seed 0)"); a run with fewer seeds
+on purpose says so with both counts, and ``allow_fewer_seeds`` accepts it (the run's own seeds
+are compared). Two sides with nothing in common are bad input
 (:class:`BadResultsError`, exit 2), with a line saying what each side holds.
 """
 
@@ -90,7 +97,59 @@ def _why_missing(key: tuple, failed: pd.DataFrame, new_any: pd.DataFrame | None)
     return "missing in the run" + (f" (failed units of {b}: {units})" if units else "")
 
 
-def compare(run: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
+def band(old: pd.Series, new: pd.Series, tolerance: float, confidence: float = 0.95) -> tuple[float, str]:
+    """The comparison band and its basis: the wider of Welch's interval half-width for mean(new) - mean(old)
+    and ``tolerance`` x |mean(old)|. A side with a single value takes the other side's standard deviation."""
+    from scipy import stats
+
+    n_old, n_new = len(old), len(new)
+    s_old = float(old.std(ddof=1)) if n_old > 1 else math.nan
+    s_new = float(new.std(ddof=1)) if n_new > 1 else math.nan
+    known = [s for s in (s_old, s_new) if math.isfinite(s)]
+    half = 0.0
+    if known:
+        s_old = s_old if math.isfinite(s_old) else max(known)
+        s_new = s_new if math.isfinite(s_new) else max(known)
+        v_old, v_new = s_old**2 / n_old, s_new**2 / n_new
+        se = math.sqrt(v_old + v_new)
+        if se > 0:
+            parts = [v**2 / (n - 1) for v, n in ((v_old, n_old), (v_new, n_new)) if n > 1]
+            dof = se**4 / sum(parts) if parts and sum(parts) > 0 else max(n_old, n_new) - 1
+            half = float(stats.t.ppf(0.5 + confidence / 2, max(dof, 1.0))) * se
+    floor = tolerance * abs(float(old.mean()))
+    if half > floor:
+        return max(half, 1e-12), f"seeds {n_new}/{n_old} (95 %)"
+    return max(floor, 1e-12), f"±{tolerance:.0%}"
+
+
+def _seed_set(values: pd.DataFrame) -> set[int]:
+    return {int(x) for x in values["seed"].dropna()}
+
+
+def _missing_seeds(key: tuple, old: pd.DataFrame, new: pd.DataFrame, run: pd.DataFrame, ref: pd.DataFrame,
+                   allow_fewer_seeds: bool) -> str:
+    """Why seeds of the reference are absent from the run's rows of this metric ('' when none are, or when a
+    run with fewer seeds on purpose is accepted)."""
+    missing = sorted(_seed_set(old) - _seed_set(new))
+    if not missing:
+        return ""
+    b, _, d, p, _ = key
+
+    def bench_seeds(df: pd.DataFrame) -> set[int]:
+        return _seed_set(df[(df["benchmark"] == b) & (df["dataset"] == d) & (df["preset"] == p) & (df["role"] != "extra")])
+
+    run_seeds, ref_seeds = bench_seeds(run), bench_seeds(ref)
+    never_ran = set(missing) <= ref_seeds - run_seeds  # seeds the run did not run at all for this benchmark
+    listed = ", ".join(map(str, missing))
+    if never_ran and allow_fewer_seeds:
+        return ""
+    if never_ran and len(run_seeds) < len(ref_seeds):
+        return (f"missing in the run (seed {listed}): the run has {len(run_seeds)} seed(s) of {b}, the reference "
+                f"{len(ref_seeds)} (--allow-fewer-seeds accepts fewer on purpose)")
+    return f"missing in the run (seed {listed})"
+
+
+def compare(run: pd.DataFrame, ref: pd.DataFrame, allow_fewer_seeds: bool = False) -> Comparison:
     """Compare ``run`` with ``ref`` (both in the results schema, as :func:`read_results` returns).
 
     A quality metric of the reference (ok, finite) is a regression, with its reason, when the
@@ -117,7 +176,6 @@ def compare(run: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
         hib = old["higher_is_better"].dropna()
         higher_is_better = bool(hib.iloc[0]) if not hib.empty else True
         m_old = old["value"].mean()
-        s_old = old["value"].std(ddof=1) if len(old) > 1 else math.nan
         covered = (str(key[0]), str(key[2]), str(key[3])) in ran
         reason = ""
         if new_any is None and not covered:
@@ -125,6 +183,8 @@ def compare(run: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
         if kind == "quality":
             if new is None or len(new) < len(new_any) or _failed_here(key, failed):
                 reason = _why_missing(key, failed, new_any)
+            else:
+                reason = _missing_seeds(key, old, new, run, ref, allow_fewer_seeds)
         elif new is None or new.empty:
             if new_any is None:
                 continue  # efficiency and info metrics: missing ones are listed, not judged
@@ -139,15 +199,7 @@ def compare(run: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
                              basis="", n_stored=len(old), n_new=0, verdict="not compared (no finite value)", reason=""))
             continue
         m_new = new["value"].mean()
-        s_new = new["value"].std(ddof=1) if len(new) > 1 else math.nan
-        spreads = [s for s in (s_new, s_old) if not math.isnan(s)]
-        rel = tol * abs(m_old)
-        if spreads:
-            width = max(2 * math.sqrt(sum(s**2 for s in spreads) / len(spreads)), 0.1 * rel, 1e-12)
-            basis = "seeds"
-        else:
-            width = max(rel, 1e-12)
-            basis = f"±{tol:.0%}"
+        width, basis = band(old["value"], new["value"], tol)
         delta = m_new - m_old
         worse = -delta if higher_is_better else delta
         if kind == "efficiency" and _hardware(new) != _hardware(old):
@@ -221,14 +273,20 @@ def _nothing_shared(run: pd.DataFrame, ref: pd.DataFrame) -> str:
     return f"{head}: the reference's rows have no ok, finite values"
 
 
-def render(c: Comparison) -> str:
+NOTEWORTHY = ("REGRESSED", "improved")  # the rows printed without --all (failed and missing ones are REGRESSED)
+
+
+def render(c: Comparison, show_all: bool = False) -> str:
+    """Every row with ``show_all``; else the rows that regressed (failed or missing included) or improved
+    beyond their band, the failed units, what is on one side only, and one line of counts per verdict."""
     out = []
-    t = c.table.copy()
+    t = c.table.copy() if show_all else c.table[c.table["verdict"].isin(NOTEWORTHY)].copy()
     for col in ("stored", "new", "delta", "band"):
         t[col] = t[col].map(lambda v: f"{v:.4g}")
-    out.append(t[[*KEY, "stored", "new", "delta", "band", "basis", "verdict"]].to_string(index=False))
-    counts = c.table["verdict"].value_counts().to_dict()
-    out.append("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if not t.empty:
+        out.append(t[[*KEY, "stored", "new", "delta", "band", "basis", "verdict"]].to_string(index=False))
+    elif not show_all:
+        out.append("nothing regressed, failed, went missing or moved beyond its band")
     regressed = c.table[c.table["verdict"] == "REGRESSED"]
     if not regressed.empty:
         out.append(f"regressed ({len(regressed)}):")
@@ -240,10 +298,14 @@ def render(c: Comparison) -> str:
                 for r in c.failed.itertuples()]
     for label, frame in (("only in the run", c.only_run), ("only in the reference", c.only_ref)):
         if not frame.empty:
-            out.append(f"{label} ({len(frame)}):")
-            out.append(frame.to_string(index=False))
+            out.append(f"{label} ({len(frame)}):" if show_all or len(frame) <= 20 else
+                       f"{label} ({len(frame)}; --all lists them)")
+            if show_all or len(frame) <= 20:
+                out.append(frame.to_string(index=False))
     if c.context is not None and not c.context.empty:
         out.append(f"context in the reference, not judged ({len(c.context)}):")
         out += [f"  {r.benchmark}/{r.variant} {r.metric} ({r.dataset}): paper {r.stored:.4g}"
                 + (f", run {r.new:.4g}" if pd.notna(r.new) else "") + f" [{r.source}]" for r in c.context.itertuples()]
+    counts = c.table["verdict"].value_counts().to_dict()
+    out.append(f"compared {len(c.table)} rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return "\n".join(out)

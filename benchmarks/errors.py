@@ -10,3 +10,7 @@ class BadResultsError(ValueError):
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a run; completed units are kept (exit 130)."""
+
+
+class RunFolderLocked(Exception):
+    """Another runner holds the run folder (exit 2); ``--wait`` waits for it instead."""

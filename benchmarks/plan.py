@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.registry import PRESETS, Benchmark, get_benchmark, lookup
+from benchmarks.registry import PRESETS, Benchmark, Variant, get_benchmark, lookup
 
 DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "full": 3}  # a spec's ``seeds`` overrides these per preset
 
@@ -33,6 +33,7 @@ class RunOptions:
     variants: list[str] | None = None
     extras: bool = True
     fresh: bool = False
+    wait: bool = False  # another runner holds the run folder: wait for it instead of refusing
     timeout_s: float | None = None
     quiet: bool = False
     logger: str = "auto"  # auto (CSV, plus TensorBoard when installed) | csv | tensorboard | none
@@ -49,7 +50,7 @@ class RunOptions:
 
 LOGGERS = ("auto", "csv", "tensorboard", "none")
 LAUNCHERS = ("process", "slurm", "submitit-local")
-NOT_IN_RUN_ID = ("out", "fresh", "quiet", "timeout_s", "logger", "cold_start", "jobs", "launcher", "slurm")  # not results
+NOT_IN_RUN_ID = ("out", "fresh", "wait", "quiet", "timeout_s", "logger", "cold_start", "jobs", "launcher", "slurm")  # not results
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Unit:
     role: str
     seed: int
     config: dict[str, Any]
+    alone: bool = False  # its measurements are timings: it runs with no other unit beside it
 
     @property
     def stem(self) -> str:
@@ -72,12 +74,13 @@ def stable_hash(obj: Any, n: int = 8) -> str:
 
 
 # ----------------------------------------------------------------------------- planning
-def resolve_seeds(opts: RunOptions, bench: Benchmark | None = None) -> list[int]:
-    """--seeds N, else the benchmark's own count for the preset, else DEFAULT_SEEDS."""
+def resolve_seeds(opts: RunOptions, bench: Benchmark | None = None, variant: Variant | None = None) -> list[int]:
+    """--seeds N, else the variant's own count for the preset, else the benchmark's, else DEFAULT_SEEDS."""
     if opts.seeds is not None:
         n = opts.seeds
     else:
-        n = (bench.seeds.get(opts.preset) if bench is not None else None) or DEFAULT_SEEDS[opts.preset]
+        n = ((variant.seeds.get(opts.preset) if variant is not None else None)
+             or (bench.seeds.get(opts.preset) if bench is not None else None) or DEFAULT_SEEDS[opts.preset])
     if n < 1:
         raise ValueError(f"--seeds must be at least 1; got {n}")
     return list(range(n))
@@ -119,16 +122,19 @@ def plan(opts: RunOptions) -> list[Unit]:
         # variant-major: units that run side by side (--jobs) are one variant's seeds, which share nothing, rather than
         # one seed's variants, which may share a cached network (score_sde's VE-PC and VE-P) and would wait on its lock
         for v in variants:
-            for seed in seeds:
-                units.append(Unit(name, v.name, "variant", v.role, seed, bench.config(opts.preset, v.name, over)))
+            for seed in resolve_seeds(opts, bench, v):
+                units.append(Unit(name, v.name, "variant", v.role, seed, bench.config(opts.preset, v.name, over),
+                                  alone=v.name in bench.alone))
         if opts.extras:
             for extra in bench.extras:
-                units.append(Unit(name, extra, "extra", "extra", seeds[0], bench.config(opts.preset, None, over)))
+                units.append(Unit(name, extra, "extra", "extra", seeds[0], bench.config(opts.preset, None, over),
+                                  alone=extra in bench.alone))
     return units
 
 
 def run_id_for(opts: RunOptions, fingerprint: str) -> str:
     identity = {k: v for k, v in asdict(opts).items() if k not in NOT_IN_RUN_ID}
     identity["names"] = sorted(opts.names)
-    identity["seeds"] = {name: resolve_seeds(opts, get_benchmark(name)) for name in sorted(opts.names)}
+    identity["seeds"] = {name: {v.name: resolve_seeds(opts, get_benchmark(name), v) for v in get_benchmark(name).variants}
+                         for name in sorted(opts.names)}
     return f"{opts.preset}-{fingerprint[:7] if fingerprint != 'unknown' else 'nogit'}-{stable_hash([identity, fingerprint])}"

@@ -108,6 +108,9 @@ class Variant:
     role: Role
     config: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # seeds per preset for this variant when --seeds is not given, overriding the benchmark's: a variant that is
+    # reported beside the claim but not judged (an ablation) may run fewer seeds than the judged pair
+    seeds: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ class Benchmark:
     # seeds per preset when --seeds is not given (presets not named: benchmarks.plan.DEFAULT_SEEDS); the spec says how
     # the number was sized (a power estimate from a stored run's spread, within the quick budget)
     seeds: dict[str, int] = field(default_factory=dict)
+    # extras (or variants) whose measurements are timings: each runs with no other unit beside it (``--jobs``)
+    alone: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -219,9 +224,13 @@ class Benchmark:
                 raise ValueError(f"{self.name}: variant {v.name!r} sets unknown keys {unknown}")
         if not self.datasets:
             raise ValueError(f"{self.name}: needs at least one dataset")
-        for preset, n in self.seeds.items():
-            if preset not in PRESETS or not isinstance(n, int) or n < 1:
-                raise ValueError(f"{self.name}: seeds must map a preset {PRESETS} to a count >= 1; got {preset!r}: {n!r}")
+        unknown_alone = sorted(set(self.alone) - set(names) - set(self.extras))
+        if unknown_alone:
+            raise ValueError(f"{self.name}: alone names {unknown_alone}, which are neither variants nor extras")
+        for owner, seeds in [(self.name, self.seeds), *((f"{self.name}/{v.name}", v.seeds) for v in self.variants)]:
+            for preset, n in seeds.items():
+                if preset not in PRESETS or not isinstance(n, int) or n < 1:
+                    raise ValueError(f"{owner}: seeds must map a preset {PRESETS} to a count >= 1; got {preset!r}: {n!r}")
         for p in self.paper_numbers:
             if p.variant not in names or self.metric(p.metric) is None:
                 raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")

@@ -234,7 +234,8 @@ def _run_info(run_dir: Path, df: pd.DataFrame) -> list[str]:
         f"- torch {first['torch']}, lightning {first['lightning']}, git {str(first['git_sha'])[:10]}"
         f"{' (uncommitted changes)' if str(first['git_dirty']).lower() == 'true' else ''}",
         *([f"- run {ex.get('jobs')} unit(s) at a time, {ex.get('threads_per_unit') or 'torch default'} torch thread(s) each, "
-           f"on {ex.get('cpu_count')} CPU cores and {ex.get('gpus')} GPU(s) ({ex.get('launcher')})"] if ex else []),
+           f"on {ex.get('cpu_count')} CPU cores and {ex.get('gpus')} GPU(s) ({ex.get('launcher')})"
+           + (f"; timing units ran alone: {', '.join(ex['alone'])}" if ex.get("alone") else "")] if ex else []),
         f"- {n_ok} (benchmark, variant, seed) groups ok, {int((df['status'] != 'ok').sum())} units failed"
         + (f"; command options: `{json.dumps({k: v for k, v in opts.items() if v not in (None, [], {}, False)})}`" if opts else ""),
     ]

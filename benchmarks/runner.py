@@ -27,6 +27,7 @@ import pandas as pd
 
 from benchmarks.errors import RunInterrupted
 from benchmarks.launch import Echo, Slots, SubmititLauncher, UnitProcess, WarmWorker, visible_gpus
+from benchmarks.lock import RunLock
 from benchmarks.plan import (  # noqa: F401  (re-exported: the runner's public names)
     DEFAULT_SEEDS, NOT_IN_RUN_ID, RunOptions, Unit, overrides_for, plan, resolve_seeds, run_id_for, stable_hash,
 )
@@ -247,7 +248,15 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(opts.out) / f"{run_id}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir, wait=opts.wait, echo=echo)
+    lock.acquire()  # one runner per run folder: a second one refuses (exit 2) or, with --wait, waits
+    try:
+        return _execute_locked(opts, units, version, run_dir, echo)
+    finally:
+        lock.release()
 
+
+def _execute_locked(opts: RunOptions, units: list[Unit], version: tuple, run_dir: Path, echo: Callable[[str], None]) -> Path:
     done = {stem for stem, df in load_units(run_dir).items() if (df["status"] == "ok").all()}
     echo(f"run {run_dir.name}: {len(units)} units ({len(done & {u.stem for u in units})} already complete) -> {run_dir}")
     devices = opts.devices if isinstance(opts.devices, int) else 1
@@ -260,10 +269,12 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
         {"run_id": run_dir.name, "options": asdict(opts), "git_sha": version[0], "git_dirty": version[1],
          # how it was run (not part of the run id): units at a time and torch threads per unit
          "execution": {"jobs": slots.capacity, "threads_per_unit": slots.threads, "cpu_count": os.cpu_count(),
-                       "gpus": len(gpus), "launcher": opts.launcher}}, indent=1, default=str))
+                       "gpus": len(gpus), "launcher": opts.launcher,
+                       "alone": sorted(f"{u.benchmark}/{u.name}" for u in units if u.alone)}}, indent=1, default=str))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     failed, finished = 0, 0
-    pending = [u for u in units if u.stem not in done]
+    # units whose measurements are timings run alone, after the rest (a unit beside them would time its neighbour)
+    pending = sorted((u for u in units if u.stem not in done), key=lambda u: u.alone)
     for unit in units:
         if unit.stem in done:
             finished += 1
@@ -272,7 +283,8 @@ def execute_run(opts: RunOptions, echo: Callable[[str], None] = print) -> Path:
     launcher = make_launcher(opts, run_dir, pending) if pending else None
     try:
         while pending or running:
-            while pending and slots.can_take():
+            while pending and slots.can_take() and not any(r.unit.alone for r in running) \
+                    and not (pending[0].alone and running):
                 unit = pending.pop(0)
                 timeout = opts.timeout_s or get_benchmark(unit.benchmark).timeout_s.get(opts.preset, 3600)
                 running.append(start_unit(unit, opts, run_dir, timeout, launcher, slots.take(), echo=slots.capacity == 1))

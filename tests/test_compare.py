@@ -80,7 +80,63 @@ def test_a_missing_variant_names_the_failed_units_of_its_benchmark():
 
 def test_a_regression_beyond_the_band_says_by_how_much():
     run = REF.assign(value=[0.70, 0.71, 0.80, 0.81])
-    assert regressions(compare(run, REF)) == {("method", "score"): "lower by 0.2, beyond the band ±0.0141"}
+    assert regressions(compare(run, REF)) == {("method", "score"): "lower by 0.2, beyond the band ±0.0453"}
+
+
+def test_a_lost_seed_is_missing_in_the_run(tmp_path, capsys):
+    run = REF[~((REF["variant"] == "method") & (REF["seed"] == 0))]  # seed 0 of method's score dropped
+    assert regressions(compare(run, REF)) == {("method", "score"): "missing in the run (seed 0)"}
+    assert run_compare(tmp_path, run, REF) == 1
+    assert "missing in the run (seed 0)" in capsys.readouterr().out
+
+
+def test_fewer_seeds_on_purpose_says_both_counts_unless_accepted(tmp_path):
+    ref = pd.concat([REF, rows(seed=2, value=0.92), rows(variant="baseline", seed=2, value=0.82)])
+    run = ref[ref["seed"] == 0]  # --seeds 1 against a 3-seed reference
+    reasons = regressions(compare(run, ref))
+    assert reasons[("method", "score")] == ("missing in the run (seed 1, 2): the run has 1 seed(s) of toy, the "
+                                            "reference 3 (--allow-fewer-seeds accepts fewer on purpose)")
+    assert not compare(run, ref, allow_fewer_seeds=True).regressed
+    write_csv(tmp_path / "run.csv", run)
+    write_csv(tmp_path / "ref.csv", ref)
+    args = ["compare", str(tmp_path / "run.csv"), "--against", str(tmp_path / "ref.csv")]
+    assert main(args) == 1 and main([*args, "--allow-fewer-seeds"]) == 0
+    # a lost seed is not excused by the flag: the run ran seed 1 of the baseline but not of the method
+    lost = REF[~((REF["variant"] == "method") & (REF["seed"] == 1))]
+    assert compare(lost, REF, allow_fewer_seeds=True).regressed
+
+
+def three_seeds(values, variant="method") -> pd.DataFrame:
+    return pd.concat([rows(variant=variant, seed=s, value=v) for s, v in enumerate(values)])
+
+
+@pytest.mark.parametrize("shift, expected", [(0.5, "same"), (-0.5, "same"), (3.0, "improved"), (-3.0, "REGRESSED")])
+def test_a_band_is_never_narrower_than_the_tolerance_and_several_tolerances_regress(shift, expected):
+    # seeds agree closely on both sides (2 pooled std would be ±0.002), but machines move a metric by up to its
+    # declared tolerance (5 % here): half a tolerance is the same, three tolerances is a change
+    ref = three_seeds([0.800, 0.801, 0.799])
+    run = three_seeds([x + shift * 0.05 * 0.8 for x in (0.800, 0.801, 0.799)])
+    (row,) = compare(run, ref).table.itertuples()
+    assert row.verdict == expected and row.band == pytest.approx(0.04) and row.basis == "±5%"
+
+
+def test_few_noisy_seeds_widen_the_band_beyond_the_tolerance():
+    ref, run = three_seeds([0.70, 0.90, 0.80])[:2], three_seeds([0.72, 0.88, 0.80])[:2]  # two seeds each, sd 0.14
+    (row,) = compare(run, ref).table.itertuples()
+    assert row.verdict == "same" and row.band > 0.3 and row.basis == "seeds 2/2 (95 %)"  # t(0.975, 2) = 4.3
+
+
+def test_render_prints_what_needs_attention_unless_asked_for_everything(tmp_path, capsys):
+    run = REF.assign(value=[0.70, 0.71, 0.80, 0.81])  # method regressed, baseline the same
+    c = compare(run, REF)
+    short, full = render(c), render(c, show_all=True)
+    assert "REGRESSED" in short and "baseline" not in short.split("compared")[0]
+    assert "baseline" in full and short.splitlines()[-1] == "compared 2 rows: REGRESSED 1, same 1"
+    write_csv(tmp_path / "run.csv", run)
+    write_csv(tmp_path / "ref.csv", REF)
+    assert main(["compare", str(tmp_path / "run.csv"), "--against", str(tmp_path / "ref.csv"), "--csv",
+                 str(tmp_path / "cmp.csv")]) == 1
+    assert len(pd.read_csv(tmp_path / "cmp.csv")) == 2  # the whole table
 
 
 # --------------------------------------------------------------------------- exit 0

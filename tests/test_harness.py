@@ -95,12 +95,14 @@ def test_compare_flags_a_planted_regression_with_exit_one(tmp_path, capsys):
     assert "REGRESSED" in capsys.readouterr().out
 
 
-def test_compare_band_is_the_seed_spread_when_there_is_one():
-    ref = pd.concat([rows(seed=0, value=0.80), rows(seed=1, value=0.90)])  # std 0.0707
-    inside = compare(pd.concat([rows(seed=0, value=0.76), rows(seed=1, value=0.80)]), ref)
-    outside = compare(pd.concat([rows(seed=0, value=0.60), rows(seed=1, value=0.62)]), ref)
-    assert inside.table["verdict"].tolist() == ["same"]
+def test_compare_band_is_a_welch_interval_over_the_seeds_when_wider_than_the_tolerance():
+    ref = pd.concat([rows(seed=s, value=v) for s, v in enumerate([0.80, 0.90, 0.85, 0.75])])  # sd 0.065
+    inside = compare(pd.concat([rows(seed=s, value=v) for s, v in enumerate([0.76, 0.80, 0.84, 0.72])]), ref)
+    outside = compare(pd.concat([rows(seed=s, value=v) for s, v in enumerate([0.60, 0.62, 0.58, 0.61])]), ref)
+    assert inside.table["verdict"].tolist() == ["same"] and inside.table["basis"].tolist() == ["seeds 4/4 (95 %)"]
     assert outside.table["verdict"].tolist() == ["REGRESSED"]
+    two = compare(pd.concat([rows(seed=0, value=0.60), rows(seed=1, value=0.62)]), ref.iloc[:2])
+    assert two.table["verdict"].tolist() == ["same"]  # two seeds a side: t(0.975, ~1) makes the band wide
 
 
 def test_compare_lower_is_better_and_efficiency_only_on_matching_hardware():
@@ -392,3 +394,20 @@ def test_a_failing_report_artifact_costs_one_line_not_the_report(tmp_path, monke
     text = report.write_report(tmp_path, df).read_text()
     assert "pmi_masking's report artifacts failed: RuntimeError: no figure today" in text
     assert "## pmi_masking" in text and "| metric | variant | role | ours: mean ± std (n)" in text  # the rest is there
+
+
+def test_seeds_come_from_the_variant_then_the_benchmark_then_the_preset_unless_given():
+    from benchmarks.plan import RunOptions, plan, run_id_for
+
+    def seeds(opts):
+        out = {}
+        for u in plan(opts):
+            if u.kind == "variant":
+                out.setdefault(u.name, []).append(u.seed)
+        return out
+
+    quick = seeds(RunOptions(names=["score_sde"], preset="quick"))
+    assert quick["ve_pc"] == quick["ve_p"] == [0, 1, 2, 3] and quick["vp_ode"] == [0, 1]  # reported variants: fewer
+    assert set(map(len, seeds(RunOptions(names=["score_sde"], preset="quick", seeds=1)).values())) == {1}
+    assert set(map(len, seeds(RunOptions(names=["score_sde"], preset="full")).values())) == {3}
+    assert run_id_for(RunOptions(names=["vit"], seeds=2), "f") != run_id_for(RunOptions(names=["vit"], seeds=3), "f")

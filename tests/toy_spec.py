@@ -3,7 +3,9 @@
 Its variants misbehave on purpose: ``nan`` produces a NaN training loss, ``crash``
 raises, ``slow`` sleeps for $TOY_SLEEP seconds (not part of the config, so the run id
 stays the same when a test changes it to resume) after writing its process id to
-$TOY_PIDFILE when that is set.
+$TOY_PIDFILE when that is set. ``timed`` stands for a unit whose measurements are timings
+(``alone``): the runner never runs another unit beside it. Every unit appends
+"variant start end" (wall-clock seconds) to $TOY_TIMES when that is set.
 """
 
 from __future__ import annotations
@@ -44,9 +46,19 @@ def data(config, data_dir, seed):
 
 
 def run(ctx: UnitContext) -> list[Measurement]:
+    start = time.time()
+    try:
+        return _run(ctx)
+    finally:
+        if os.environ.get("TOY_TIMES"):
+            with open(os.environ["TOY_TIMES"], "a") as f:
+                f.write(f"{ctx.variant} {start} {time.time()}\n")
+
+
+def _run(ctx: UnitContext) -> list[Measurement]:
     if ctx.variant == "crash":
         raise RuntimeError("planted failure")
-    if ctx.variant == "slow":
+    if ctx.variant in ("slow", "timed"):
         if os.environ.get("TOY_PIDFILE"):
             with open(os.environ["TOY_PIDFILE"], "w") as f:
                 f.write(str(os.getpid()))
@@ -66,7 +78,9 @@ def toy() -> Benchmark:
         paper=PaperRef("Toy", "0000.00000", "none"),
         claim="the method beats the baseline",
         variants=[Variant("method", "method", {"lr": 0.1}), Variant("baseline", "baseline", {"lr": 0.01}),
-                  Variant("nan", "method"), Variant("crash", "method"), Variant("slow", "method")],
+                  Variant("nan", "method"), Variant("crash", "method"), Variant("slow", "method"),
+                  Variant("timed", "method")],
+        alone=("timed",),
         datasets={"synthetic": data},
         defaults={"lr": 0.05, "steps": 8},
         presets={"smoke": {"steps": 4}},

@@ -112,7 +112,8 @@ def drq() -> Benchmark:
         ),
         variants=[
             Variant("drq", "method", {"K": 2, "M": 2, "augment": True}, "random shifts (±pad px); target over K=2, loss over M=2 copies"),
-            Variant("rad", "method", {"K": 1, "M": 1, "augment": True}, "random shifts only (K=M=1, the paper's DrQ[K=1,M=1])"),
+            Variant("rad", "method", {"K": 1, "M": 1, "augment": True}, "random shifts only (K=M=1, the paper's DrQ[K=1,M=1])",
+                seeds={"quick": 2}),
             Variant("sac", "baseline", {"K": 1, "M": 1, "augment": False}, "the same SAC from pixels, no augmentation (pad 0)"),
         ],
         datasets={
@@ -173,8 +174,9 @@ def drq() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds): the IQM bootstrap
-        # needs at least MIN_BOOTSTRAP_RUNS = 6 paired runs to hold its level; 79 s per seed
+        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # the IQM bootstrap needs at least MIN_BOOTSTRAP_RUNS = 6 paired runs to hold its level; 55 s per seed for drq
+        # and sac, rad (reported) 2 seeds
         seeds={"quick": 6},
         paper_numbers=[
             # Table 1 of the paper as printed in its ICLR 2021 version (read from a stored copy of the paper text;

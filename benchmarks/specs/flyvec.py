@@ -184,9 +184,10 @@ def flyvec() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"paired_timing": lazy(f"{UNITS}:paired_timing")},
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds): the floor gates need
-        # about 6-7 seeds at the stored spread; the equivalence itself sits at its margin (no affordable number
-        # decides it); 14 s per seed
+        alone=("paired_timing",),  # timings: runs with no other unit beside it
+        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # the floor gates need about 6-7 seeds at the stored spread; the equivalence itself sits at its margin (no
+        # affordable number decides it); 14 s per seed
         seeds={"quick": 8},
         paper_numbers=[],
         paper_numbers_note=("the stored copies of arXiv 2101.06887 hold only its abstract; its word-similarity and "

@@ -168,9 +168,11 @@ def performer() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"estimator_error": lazy(f"{UNITS}:estimator_error"), "scaling": lazy(f"{UNITS}:scaling")},
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds): non-inferiority needs
-        # about 3 paired seeds at the stored spread (a 2-seed sd, so 5 for safety); 55 s per seed
-        seeds={"quick": 5},
+        alone=("scaling",),  # timings: runs with no other unit beside it
+        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # non-inferiority needs about 3 paired seeds at the stored spread (from a 2-seed sd, so one more); 55 s per
+        # seed
+        seeds={"quick": 4},
         paper_numbers=[
             # The Performer paper reports no LRA accuracies; LRA (Tay et al., arXiv 2011.04006) does, Table 1
             # (the same values are in google-research/long-range-arena's README leaderboard). All context: LRA
