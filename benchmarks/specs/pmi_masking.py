@@ -152,7 +152,8 @@ def pmi_masking() -> Benchmark:
                    description="held-out MLM cross-entropy per masked token (nats) under the masking after @mask= "
                                "(every model on the same masked chunks); pmi_ngram masks whole PMI n-grams only, "
                                "pmi_one_word one word of each of the same n-grams with the rest visible"),
-            Metric("heldout_acc", True, tolerance=0.05, description="held-out MLM accuracy under the masking after @mask="),
+            # tolerance: the same commit on an Intel and an AMD CPU moved it by up to 11 % (accuracies of 0.02-0.06)
+            Metric("heldout_acc", True, tolerance=0.15, description="held-out MLM accuracy under the masking after @mask="),
             Metric("floor_loss", False, kind="info",
                    description="the unigram floor: cross-entropy of the training unigram distribution on the same targets"),
             Metric("floor_acc", True, kind="info", description="accuracy of always predicting the most frequent token"),

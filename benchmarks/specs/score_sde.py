@@ -189,7 +189,9 @@ def score_sde() -> Benchmark:
                          exact_data_samples=0),
         },
         metrics=[
-            Metric("fid_clf", False, primary=True, tolerance=0.15,
+            # compare tolerances cover the same commit on two CPUs (Intel Xeon vs AMD EPYC, seeds 0-1: the trained
+            # networks differ in float rounding): FID moved by up to 21 % (ve_pc at snr 0.3), KID by up to 122 %
+            Metric("fid_clf", False, primary=True, tolerance=0.25,
                    description="FID in the feature space of a small CNN trained on the same dataset "
                                "(torch-fidelity extractor iclrbench-clf-<dataset>); not Inception FID"),
             Metric("fid_floor_clf", False, kind="info",
@@ -198,7 +200,7 @@ def score_sde() -> Benchmark:
                                "(FID is biased upwards at small counts, so only equal counts compare)"),
             Metric("fid_floor_inception", False, kind="info", description="the same floor with Inception-v3"),
             Metric("is_clf", True, tolerance=0.1, description="Inception Score formula on the classifier's logits"),
-            Metric("kid_clf", False, tolerance=0.3, description="KID (polynomial kernel MMD) in the classifier's features"),
+            Metric("kid_clf", False, tolerance=1.5, description="KID (polynomial kernel MMD) in the classifier's features"),
             Metric("fid_inception", False, tolerance=0.15, description="FID with torch-fidelity's Inception-v3"),
             Metric("is_inception", True, tolerance=0.1, description="Inception Score"),
             Metric("kid_inception", False, tolerance=0.3, description="KID with Inception-v3 features"),
