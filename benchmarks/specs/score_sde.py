@@ -195,7 +195,7 @@ def score_sde() -> Benchmark:
                    description="FID in the feature space of a small CNN trained on the same dataset "
                                "(torch-fidelity extractor iclrbench-clf-<dataset>); not Inception FID"),
             Metric("fid_floor_clf", False, kind="info",
-                   description="FID of held-out real images (digits: test + val, 540; at most n_samples) against the "
+                   description="FID of held-out real images (digits: test + val, 536; at most n_samples) against the "
                                "same reference: the real-data level, to read beside the models' fid_clf@n=<that count> "
                                "(FID is biased upwards at small counts, so only equal counts compare)"),
             Metric("fid_floor_inception", False, kind="info", description="the same floor with Inception-v3"),
