@@ -224,7 +224,7 @@ def ance() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # nothing trains beyond its start at quick, so no number of seeds decides it (issue 26); 74 s per seed, the
         # ance_sync ablation 2 seeds
         seeds={"quick": 3},

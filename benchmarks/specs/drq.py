@@ -174,7 +174,7 @@ def drq() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the IQM bootstrap needs at least MIN_BOOTSTRAP_RUNS = 6 paired runs to hold its level; 55 s per seed for drq
         # and sac, rad (reported) 2 seeds
         seeds={"quick": 6},

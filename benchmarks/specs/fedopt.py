@@ -149,7 +149,7 @@ def fedopt() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"lr_grid": lazy(f"{UNITS}:lr_grid")},
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # FedAdam vs FedAvg needs about 6 paired seeds at the stored spread (+0.014, sd 0.009); 25 s per seed
         seeds={"quick": 6},
         # No paper numbers: Table 2 of arXiv 2003.00295 (validation accuracy over the last 100 rounds) could not

@@ -185,7 +185,7 @@ def flyvec() -> Benchmark:
         extras={"paired_timing": lazy(f"{UNITS}:paired_timing")},
         verdict=claim_verdict,
         alone=("paired_timing",),  # timings: runs with no other unit beside it
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the floor gates need about 6-7 seeds at the stored spread; the equivalence itself sits at its margin (no
         # affordable number decides it); 14 s per seed
         seeds={"quick": 8},

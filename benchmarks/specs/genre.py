@@ -154,7 +154,7 @@ def genre() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"trie_scaling": lazy(f"{UNITS}:trie_scaling")},
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # genre vs dual_encoder and its floor gate need about 3-4 paired seeds at the stored spread (133 s per seed
         # for the pair); the unconstrained ablation runs 2
         seeds={"quick": 3},

@@ -169,7 +169,7 @@ def performer() -> Benchmark:
         extras={"estimator_error": lazy(f"{UNITS}:estimator_error"), "scaling": lazy(f"{UNITS}:scaling")},
         verdict=claim_verdict,
         alone=("scaling",),  # timings: runs with no other unit beside it
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # non-inferiority needs about 3 paired seeds at the stored spread (from a 2-seed sd, so one more); 55 s per
         # seed
         seeds={"quick": 4},

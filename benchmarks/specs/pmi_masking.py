@@ -196,7 +196,7 @@ def pmi_masking() -> Benchmark:
         report_artifacts=lazy(f"{UNITS}:matrix_artifacts"),
         extras={"ngram_statistics": lazy(f"{UNITS}:ngram_statistics")},
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the shortcut-gap comparisons would need about 6 and 10 seeds at the stored spread (160 s per seed: 1,600 s
         # for 10, a quarter of the suite), and the span-loss ones more training, not seeds: 3 until issue 29
         seeds={"quick": 3},

@@ -160,7 +160,7 @@ def rims() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the copying comparison needs about 3 paired seeds at the stored spread (from a 2-seed sd); 32 s per seed for
         # rims and lstm, the k = n ablation 2 seeds
         seeds={"quick": 5},

@@ -238,7 +238,7 @@ def score_sde() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"exact_score_mixture": lazy("benchmarks.units.score_sde_extras:exact_score_mixture")},
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # VE-PC vs VE-P at the exact-score extra's snr (0.3) needs about 5 paired seeds at the stored spread (relative
         # gain +0.23, sd 0.13); 4 is what the budget affords (130 s per seed for the VE pair); the VP and sub-VP
         # variants, reported beside, run 2 seeds (about 200 s per seed)

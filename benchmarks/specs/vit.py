@@ -107,7 +107,7 @@ def vit() -> Benchmark:
         extras={"harness_overhead": lazy(f"{UNITS}:harness_overhead")},
         verdict=claim_verdict,
         alone=("harness_overhead",),  # timings: runs with no other unit beside it
-        # quick seeds, sized by a power estimate from results/reference/cpu-quick.csv (2 seeds) within the quick budget:
+        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the two comparisons need about 3 and 4 paired seeds at the stored spread (80 % power); 99 s of unit time per
         # seed on the reference machine (Intel Xeon, about 1.7x faster than the AMD EPYC the suite was last timed on)
         seeds={"quick": 4},
