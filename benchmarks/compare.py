@@ -100,7 +100,7 @@ def _why_missing(key: tuple, failed: pd.DataFrame, new_any: pd.DataFrame | None)
 def band(old: pd.Series, new: pd.Series, tolerance: float, confidence: float = 0.95) -> tuple[float, str]:
     """The comparison band and its basis: the wider of Welch's interval half-width for mean(new) - mean(old)
     and ``tolerance`` x |mean(old)|. A side with a single value takes the other side's standard deviation."""
-    from scipy import stats
+    from benchmarks.verdict import welch_half_width
 
     n_old, n_new = len(old), len(new)
     s_old = float(old.std(ddof=1)) if n_old > 1 else math.nan
@@ -108,14 +108,8 @@ def band(old: pd.Series, new: pd.Series, tolerance: float, confidence: float = 0
     known = [s for s in (s_old, s_new) if math.isfinite(s)]
     half = 0.0
     if known:
-        s_old = s_old if math.isfinite(s_old) else max(known)
-        s_new = s_new if math.isfinite(s_new) else max(known)
-        v_old, v_new = s_old**2 / n_old, s_new**2 / n_new
-        se = math.sqrt(v_old + v_new)
-        if se > 0:
-            parts = [v**2 / (n - 1) for v, n in ((v_old, n_old), (v_new, n_new)) if n > 1]
-            dof = se**4 / sum(parts) if parts and sum(parts) > 0 else max(n_old, n_new) - 1
-            half = float(stats.t.ppf(0.5 + confidence / 2, max(dof, 1.0))) * se
+        half = welch_half_width(s_new if math.isfinite(s_new) else max(known), n_new,
+                                s_old if math.isfinite(s_old) else max(known), n_old, confidence)
     floor = tolerance * abs(float(old.mean()))
     if half > floor:
         return max(half, 1e-12), f"seeds {n_new}/{n_old} (95 %)"

@@ -65,10 +65,9 @@ def holder_text(h: dict[str, Any]) -> str:
     return f"pid {h.get('pid', '?')} on {h.get('host', '?')}, started {h.get('started', '?')}"
 
 
-def stale_reason(h: dict[str, Any], age_s: float, host: str | None = None, boot: str | None = None) -> str:
+def stale_reason(h: dict[str, Any], age_s: float) -> str:
     """Why the holder ``h`` of a lock last touched ``age_s`` seconds ago is gone ('' if it may be alive)."""
-    host = host or socket.gethostname()
-    boot = _boot_id() if boot is None else boot
+    host, boot = socket.gethostname(), _boot_id()
     if h.get("host") != host:
         return f"no heartbeat from {h.get('host')} for {age_s:.0f} s" if age_s > STALE_AFTER_S else ""
     if h.get("boot_id") and boot and h.get("boot_id") != boot:

@@ -340,7 +340,8 @@ def spread(level: float, scale: float = 1.0, shift: int = 0) -> list[float]:
 def test_verdict_is_an_iqm_difference_with_a_stratified_bootstrap_over_paired_seeds():
     from scipy import stats
 
-    from benchmarks.specs.drq import COMPARISONS, DEFAULT, MIN_BOOTSTRAP_RUNS, claim_verdict
+    from benchmarks.specs.drq import COMPARISONS, DEFAULT, claim_verdict
+    from benchmarks.verdict import MIN_BOOTSTRAP_RUNS
 
     assert DEFAULT.delta == 10.0 and COMPARISONS["point_reach"].delta == 2.0 and all(c.source for c in COMPARISONS.values())
     drq, sac = spread(-300), spread(-900, shift=3)
@@ -357,7 +358,7 @@ def test_verdict_is_an_iqm_difference_with_a_stratified_bootstrap_over_paired_se
     # 2 seeds never decide it, however far apart: a percentile bootstrap over 2 runs spans their 2 differences
     two = claim_verdict(drq_rows([-300, -320], [-900, -950]))
     assert two.status == "inconclusive" and two.judgements[0].seeds_needed == MIN_BOOTSTRAP_RUNS
-    assert "bootstrap interval needs at least" in two.evidence
+    assert "a bootstrap interval needs at least 6" in two.evidence
     # seeds are paired: an unmatched seed of one variant is not used
     extra = drq_rows(drq, sac)
     extra = pd.concat([extra, pd.DataFrame([dict(variant="drq", seed=9, metric="return", value=5000.0, step=None)])])

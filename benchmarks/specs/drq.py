@@ -16,12 +16,11 @@ steps, the paper's networks and batch 512); a few dm_control steps run in the te
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
-from benchmarks.verdict import (Comparison, floor_separation, gate, iqm, iqm_difference, judgement, judge_values,
-                                make_verdict, per_seed, seed_stats)
+from benchmarks.verdict import (MIN_BOOTSTRAP_RUNS, Comparison, floor_separation, gate, iqm, iqm_difference, judge_values,
+                                judgement, make_verdict, per_seed, seed_stats)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -41,12 +40,6 @@ COMPARISONS = {
     for name in DATASETS
 }
 DEFAULT = Comparison("drq", "sac", "return", "better", delta=DELTA, source=DEFAULT_SOURCE)
-# A percentile bootstrap over n runs covers far less than its nominal level when n is small: with 2 runs it spans the two
-# paired differences (both above 0 with probability 1/4 when there is no effect). Simulated under no effect (normal
-# paired differences, 2,000 trials, benchmarks.verdict.iqm_difference): the 95 % interval's lower end is above 0 in
-# 25 % of trials at 2 runs, 12 % at 3, 7 % at 4, 5 % at 5, 3 % at 6, 2-3.5 % at 8-15 (nominal 2.5 %). Below this many
-# paired runs the judgement is inconclusive, whatever the interval says.
-MIN_BOOTSTRAP_RUNS = 6
 TABLE1 = "arXiv 2004.13649 (ICLR 2021 version) Table 1, PlaNet benchmark"
 
 
@@ -65,13 +58,7 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
         missing = " and ".join(v for v, x in (("drq", drq), ("sac", sac)) if not x) or "drq and sac on a common seed"
         return make_verdict("inconclusive", [judge_values(c, drq, sac)], f"missing return rows for {missing}")
     m, b = [drq[s] for s in seeds], [sac[s] for s in seeds]  # paired: a seed's runs share the evaluation reset seeds
-    est = iqm_difference(m, b, c.confidence)
-    few = est.n < MIN_BOOTSTRAP_RUNS
-    note = (f"{est.n} paired runs: a bootstrap interval needs at least {MIN_BOOTSTRAP_RUNS} to hold its level, so "
-            "inconclusive whatever it says" if few else "")
-    j = judgement(c, est, means=(iqm(m), iqm(b)), note=note, status="inconclusive" if few else None)
-    if few and j.seeds_needed is not None:
-        j = replace(j, seeds_needed=max(j.seeds_needed, MIN_BOOTSTRAP_RUNS))
+    j = judgement(c, iqm_difference(m, b, c.confidence), means=(iqm(m), iqm(b)))  # no interval below 6 runs
     random = per_seed(df, "drq", "random_return")
     learned, separation = floor_separation(drq, random, c.delta)
     j = gate(j, learned, f"drq is not shown above the random policy by more than {c.delta:g}: not learned ({separation})")

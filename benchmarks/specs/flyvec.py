@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
 from benchmarks.verdict import (
-    Comparison, floor_separation, gate, judge, make_verdict, paired_t, per_seed, seeds_to_decide,
+    Comparison, floor_separation, gate, judge, make_verdict, per_seed, seed_stats, seeds_to_decide, seeds_to_separate,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,17 +39,6 @@ CLOSE = Comparison(
 FLOORS = {"flyvec": "random_hash", "word2vec": "random_dense"}  # each trained method and its untrained floor
 
 
-def _mean(values) -> float:
-    v = list(values)
-    return sum(v) / len(v) if v else math.nan
-
-
-def _separation_seeds(model: dict[int, float], floor: dict[int, float], margin: float) -> int | None:
-    """Seeds at which model − floor (paired) would be shown above the margin, from the observed spread."""
-    est = paired_t([model[s] - floor[s] for s in sorted(set(model) & set(floor))])
-    return seeds_to_decide("better", est.effect - margin, est.sd) if est.finite else None
-
-
 def claim_verdict(df: pd.DataFrame) -> Verdict:
     rho = {v: per_seed(df, v, "mean_rho") for v in ("flyvec", "word2vec", "random_hash", "random_dense")}
     missing = [v for v, x in rho.items() if not x]
@@ -57,7 +46,7 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
         return Verdict("inconclusive", f"missing mean_rho for {', '.join(missing)}")
     ratio_rows = df.loc[(df["metric"] == "time_ratio"), "value"].astype(float).dropna()
     ratio = float(ratio_rows.median()) if not ratio_rows.empty else math.nan
-    means = {v: _mean(x.values()) for v, x in rho.items()}
+    means = {v: seed_stats(df, v, "mean_rho")[0] for v in rho}
     separation = means["word2vec"] - means["random_dense"]
     context = (f"trivial floors: random hash {means['random_hash']:.3f}, random dense {means['random_dense']:.3f}; "
                f"training time flyvec/word2vec {ratio:.2f}x (paired in one process, same threads; at most "
@@ -72,11 +61,10 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
     failed, notes, needed = [], [], []
     for method, floor in FLOORS.items():
         ok, text = floor_separation(rho[method], rho[floor], margin)
-        n = None if ok else _separation_seeds(rho[method], rho[floor], margin)
-        notes.append(f"{method} vs {floor}: {text}" + (f" (about {n} seeds would show it)" if n else ""))
+        notes.append(f"{method} vs {floor}: {text}")
         if not ok:
             failed.append(method)
-            needed.append(n)
+            needed.append(seeds_to_separate(rho[method], rho[floor], margin))
     if failed:
         # the seeds that would decide it: enough for the floor separation and for the equivalence (observed spreads)
         needed.append(seeds_to_decide(close.kind, j.estimate.effect, j.estimate.sd, margin=margin,

@@ -11,8 +11,8 @@ the verdict uses per-seed paired differences. ``ve_pc`` also samples at each snr
 ``snr_sweep`` (rows ``fid_clf@snr=0.08`` ...): one unit, one network, the same prior draws.
 The extra ``exact_score_mixture`` runs every sampler with the exact score of known mixtures.
 
-Quick preset: 1,600 training steps, 1,000 samples per FID, 5 seeds (``seeds``, sized by the primary
-comparison's power estimate). Measured on an idle-ish 2-core machine: a network's 1,600
+Quick preset: 1,600 training steps, 1,000 samples per FID, 4 seeds for the judged VE pair and 2 for the
+VP / sub-VP variants reported beside it (``seeds``; the primary comparison's power estimate asked for 5). Measured on an idle-ish 2-core machine: a network's 1,600
 steps take about 55 s on one thread (41 s on two), 1,000 samples at 100 NFE about 16 s (9 s);
 the whole quick preset (9 networks, 21 samplings, the extra) is about 12 minutes of unit time
 on 2 cores, twice the 6 the suite budget allows (see the issue 15 notes for what to cut).
