@@ -131,7 +131,8 @@ def cmd_list(names: list[str] | None = None) -> int:
         print(f"{name}: {b.paper.title} (arXiv {b.paper.arxiv})")
         print(f"  claim:    {b.claim}")
         print("  variants: " + ", ".join(f"{v.name} ({v.role})" for v in b.variants))
-        print(f"  datasets: {', '.join(b.datasets)} (default {b.default_dataset})")
+        print(f"  datasets: {', '.join(b.datasets)} (default {b.default_dataset})"
+              + "".join(f"; {p} runs {', '.join(t)}" for p, t in b.tasks.items()))
         print(f"  presets:  {', '.join(b.presets)}; extras: {', '.join(b.extras) or '-'}")
         own = {p: ", ".join(f"{v.name} {v.seeds[p]}" for v in b.variants if p in v.seeds) for p in PRESETS}
         print("  seeds:    " + ", ".join(f"{p} {b.seeds.get(p) or DEFAULT_SEEDS[p]}" + (f" ({own[p]})" if own[p] else "")
@@ -144,17 +145,16 @@ def _preflight_data(opts) -> None:
     """Fail within seconds, before any unit starts, when a real dataset is missing."""
     from benchmarks.registry import get_benchmark
 
-    if opts.dataset is None:
-        return
     for name in opts.names:
         bench = get_benchmark(name)
-        factory = bench.dataset(opts.dataset)
-        if opts.dataset == bench.default_dataset:
-            continue
-        data = factory(bench.config(opts.preset), opts.data_dir, 0)
-        prepare = getattr(data, "prepare_data", None)
-        if callable(prepare):
-            prepare()
+        for dataset in bench.tasks_for(opts.preset, opts.dataset):
+            factory = bench.dataset(dataset)
+            if dataset == bench.default_dataset:
+                continue
+            data = factory(bench.config(opts.preset, task=dataset), opts.data_dir, 0)
+            prepare = getattr(data, "prepare_data", None)
+            if callable(prepare):
+                prepare()
 
 
 def run_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:

@@ -62,10 +62,12 @@ class Unit:
     seed: int
     config: dict[str, Any]
     alone: bool = False  # its measurements are timings: it runs with no other unit beside it
+    dataset: str = ""  # the dataset (task) it runs on
+    task: str = ""  # the dataset again when the run covers several (part of the stem), else ""
 
     @property
     def stem(self) -> str:
-        return f"{self.benchmark}__{self.name}__s{self.seed}"
+        return f"{self.benchmark}__{self.name}__{self.task + '__' if self.task else ''}s{self.seed}"
 
 
 
@@ -119,16 +121,22 @@ def plan(opts: RunOptions) -> list[Unit]:
             bench.dataset(opts.dataset)  # validates the name
         over = overrides_for(bench, opts.overrides, opts.names)
         variants = [bench.variant(v) for v in opts.variants] if opts.variants else bench.variants
+        tasks = bench.tasks_for(opts.preset, opts.dataset)
         # variant-major: units that run side by side (--jobs) are one variant's seeds, which share nothing, rather than
         # one seed's variants, which may share a cached network (score_sde's VE-PC and VE-P) and would wait on its lock
-        for v in variants:
-            for seed in resolve_seeds(opts, bench, v):
-                units.append(Unit(name, v.name, "variant", v.role, seed, bench.config(opts.preset, v.name, over),
-                                  alone=v.name in bench.alone))
+        for dataset in tasks:
+            task = bench.task(opts.preset, dataset)
+            for v in variants:
+                if task.variants is not None and v.name not in task.variants and not opts.variants:
+                    continue  # not run on this task (named with --variant, it runs)
+                own = resolve_seeds(opts, bench, v)
+                for seed in own[:task.seeds] if task.seeds is not None and opts.seeds is None else own:
+                    units.append(Unit(name, v.name, "variant", v.role, seed, bench.config(opts.preset, v.name, over, dataset),
+                                      alone=v.name in bench.alone, dataset=dataset, task=dataset if len(tasks) > 1 else ""))
         if opts.extras:
             for extra in bench.extras:
-                units.append(Unit(name, extra, "extra", "extra", seeds[0], bench.config(opts.preset, None, over),
-                                  alone=extra in bench.alone))
+                units.append(Unit(name, extra, "extra", "extra", seeds[0], bench.config(opts.preset, None, over, tasks[0]),
+                                  alone=extra in bench.alone, dataset=tasks[0]))
     return units
 
 

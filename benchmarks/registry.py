@@ -114,6 +114,18 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Task:
+    """A dataset a preset runs besides (or instead of) the default, with what differs there: the config keys it sets on
+    top of the preset's (its own budget), at most how many seeds each variant runs there (None: each variant's own
+    count; ``--seeds`` overrides it) and the variants that run on it (None: all; a reported-only variant may be left
+    out where its cost buys no judgement; ``--variant`` overrides it)."""
+
+    config: Mapping[str, Any] = field(default_factory=dict)
+    seeds: int | None = None
+    variants: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Verdict:
     """A claim's decision. ``judgements`` are the declared comparisons behind it
     (``benchmarks.verdict.Judgement``: the pair, n, the effect with its interval), which the
@@ -205,6 +217,10 @@ class Benchmark:
     seeds: dict[str, int] = field(default_factory=dict)
     # extras (or variants) whose measurements are timings: each runs with no other unit beside it (``--jobs``)
     alone: tuple[str, ...] = ()
+    # the datasets a preset runs and judges when --dataset is not given, each a :class:`Task` (its own budget, seeds,
+    # variants); the verdict gives a line per task. Presets not named run the default dataset alone; extras run on the
+    # first task.
+    tasks: dict[str, dict[str, Task]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -231,6 +247,17 @@ class Benchmark:
             for preset, n in seeds.items():
                 if preset not in PRESETS or not isinstance(n, int) or n < 1:
                     raise ValueError(f"{owner}: seeds must map a preset {PRESETS} to a count >= 1; got {preset!r}: {n!r}")
+        for preset, tasks in self.tasks.items():
+            if preset not in PRESETS or not tasks or set(tasks) - set(self.datasets):
+                raise ValueError(f"{self.name}: tasks must map a preset {PRESETS} to datasets of "
+                                 f"{', '.join(self.datasets)}; got {preset!r}: {list(tasks)!r}")
+            for task, t in tasks.items():
+                unknown = sorted(set(t.config) - set(self.defaults))
+                if unknown:
+                    raise ValueError(f"{self.name}: task {task!r} of preset {preset!r} sets unknown keys {unknown}")
+                if set(t.variants or ()) - set(names) or (t.seeds is not None and t.seeds < 1):
+                    raise ValueError(f"{self.name}: task {task!r} of preset {preset!r} needs variants among {names} "
+                                     f"and seeds >= 1; got {t.variants!r}, {t.seeds!r}")
         for p in self.paper_numbers:
             if p.variant not in names or self.metric(p.metric) is None:
                 raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")
@@ -254,6 +281,14 @@ class Benchmark:
     def default_dataset(self) -> str:
         return next(iter(self.datasets))
 
+    def tasks_for(self, preset: str, dataset: str | None = None) -> tuple[str, ...]:
+        """The datasets a run of ``preset`` covers: ``dataset`` when given, else the preset's tasks, else the default."""
+        return (dataset,) if dataset is not None else tuple(self.tasks.get(preset, {self.default_dataset: Task()}))
+
+    def task(self, preset: str, dataset: str | None) -> Task:
+        """What the preset sets for one of its tasks (nothing for a dataset it does not name)."""
+        return self.tasks.get(preset, {}).get(dataset, Task()) if dataset is not None else Task()
+
     @property
     def primary_metric(self) -> Metric:
         return next((m for m in self.metrics if m.primary), self.metrics[0])
@@ -261,11 +296,13 @@ class Benchmark:
     def baseline_name(self) -> str:
         return next(v.name for v in self.variants if v.role == "baseline")
 
-    def config(self, preset: str, variant: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """defaults <- preset <- variant <- user overrides; unknown keys are refused."""
+    def config(self, preset: str, variant: str | None = None, overrides: Mapping[str, Any] | None = None,
+               task: str | None = None) -> dict[str, Any]:
+        """defaults <- preset <- the preset's task (``tasks``) <- variant <- user overrides; unknown keys are refused."""
         lookup(f"preset of {self.name}", {p: p for p in PRESETS}, preset)
         cfg = copy.deepcopy(self.defaults)
         cfg.update(copy.deepcopy(self.presets.get(preset, {})))
+        cfg.update(copy.deepcopy(dict(self.task(preset, task).config)))
         if variant is not None:
             cfg.update(copy.deepcopy(dict(self.variant(variant).config)))
         for key, value in (overrides or {}).items():

@@ -136,15 +136,16 @@ def _draw_curves(ax, sub: pd.DataFrame, m, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> list[Path]:
+def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path, prefix: str = "") -> list[Path]:
     """One PNG per curve metric: mean over seeds per variant, ± std shaded. Qualified curves of one
-    metric (``unit_activity@unit=0``, ``@unit=1`` ...) share one figure, a panel per qualifier."""
+    metric (``unit_activity@unit=0``, ``@unit=1`` ...) share one figure, a panel per qualifier.
+    ``prefix`` (a task's name, when a run covers several) goes into the titles and file names."""
     curves = df[df["step"].notna()]
     paths = []
     for base, sub in curves.groupby(curves["metric"].str.split("@", n=1).str[0], sort=True):
         m = bench.metric(base) if bench else None
         metrics = sorted(sub["metric"].unique())
-        name = sub["benchmark"].iloc[0]
+        name = sub["benchmark"].iloc[0] + (f" ({prefix})" if prefix else "")
         ylabel = base + (" (higher is better)" if m and m.higher_is_better else " (lower is better)" if m else "")
         heading = f"{name}: {base}" + (f"\n{m.description}" if m and m.description else "")
         if len(metrics) == 1:
@@ -170,7 +171,8 @@ def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path) -> l
             axes.flat[0].legend(fontsize=7)
             fig.suptitle(heading, fontsize=9)
             stem = base
-        path = plots_dir / f"{name}_{stem.replace('@', '_at_').replace('/', '_')}.png"
+        file = f"{sub['benchmark'].iloc[0]}_{prefix + '_' if prefix else ''}{stem}"
+        path = plots_dir / f"{file.replace('@', '_at_').replace('/', '_')}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
         plt.close(fig)
@@ -299,13 +301,18 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
                 out += ["<details><summary>metrics</summary>", ""]
                 out += [f"- `{m.name}` ({m.kind}, {'higher' if m.higher_is_better else 'lower'} is better): {m.description}" for m in described]
                 out += ["", "</details>", ""]
-        out += [variant_table(bench, sub), ""]
-        if beside_ours(bench, sub):
-            out += ["_The paper column holds the paper's own numbers for the model family our `full` preset runs, "
-                    "on the paper's dataset; ours are from this run._", ""]
-        out += paper_context_note(bench, sub)
-        for path in plot_curves(bench, sub, plots_dir):
-            out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
+        datasets = list(dict.fromkeys(sub["dataset"].astype(str)))
+        for dataset in datasets:  # a preset that runs several tasks: a table and plots per task
+            part = sub[sub["dataset"].astype(str) == dataset] if len(datasets) > 1 else sub
+            if len(datasets) > 1:
+                out += [f"### {name} on {dataset}", ""]
+            out += [variant_table(bench, part), ""]
+            if beside_ours(bench, part):
+                out += ["_The paper column holds the paper's own numbers for the model family our `full` preset runs, "
+                        "on the paper's dataset; ours are from this run._", ""]
+            out += paper_context_note(bench, part)
+            for path in plot_curves(bench, part, plots_dir, prefix=dataset if len(datasets) > 1 else ""):
+                out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
         art = run_dir / "artifacts" / name
         if bench and bench.report_artifacts is not None and not sub.empty:
             try:

@@ -116,7 +116,7 @@ def start_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float, la
     bench = get_benchmark(unit.benchmark)
     context = dict(
         benchmark=unit.benchmark, name=unit.name, seed=unit.seed, preset=opts.preset,
-        dataset=opts.dataset or bench.default_dataset, config=unit.config, data_dir=opts.data_dir,
+        dataset=unit.dataset or opts.dataset or bench.default_dataset, config=unit.config, data_dir=opts.data_dir,
         accelerator=opts.accelerator, devices=opts.devices, strategy=opts.strategy, num_nodes=opts.num_nodes,
         precision=opts.precision, artifacts_dir=str(run_dir / "artifacts" / unit.benchmark), quiet=opts.quiet,
         log_dir=None if opts.logger == "none" else str(run_dir / "logs" / unit.stem), logger=opts.logger,
@@ -158,7 +158,7 @@ def rows_for(unit: Unit, result: dict[str, Any], opts: RunOptions, run_id: str, 
     bench = get_benchmark(unit.benchmark)
     roles = {v.name: v.role for v in bench.variants}
     common = dict(
-        run_id=run_id, benchmark=unit.benchmark, dataset=opts.dataset or bench.default_dataset, preset=opts.preset,
+        run_id=run_id, benchmark=unit.benchmark, dataset=unit.dataset or opts.dataset or bench.default_dataset, preset=opts.preset,
         seed=unit.seed, status=result["status"], error=result.get("error", ""), wall_s=round(result.get("wall_s", 0.0), 3),
         peak_mem_mb=round(result.get("peak_mem_mb", float("nan")), 1), accelerator=opts.accelerator, devices=opts.devices,
         strategy=opts.strategy, precision=opts.precision, device_name=result.get("device_name", ""),

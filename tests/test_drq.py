@@ -355,10 +355,19 @@ def test_verdict_is_an_iqm_difference_with_a_stratified_bootstrap_over_paired_se
     # overlapping noisy seeds: inconclusive at 8 seeds, with an estimate of the seeds that would decide it
     noisy = claim_verdict(drq_rows(spread(-500, 3), spread(-510, 3, shift=4)))
     assert noisy.status == "inconclusive" and noisy.judgements[0].seeds_needed
-    # 2 seeds never decide it, however far apart: a percentile bootstrap over 2 runs spans their 2 differences
+    # 2 seeds never decide it, however far apart; 3 to 5 use the mean and a paired t-interval (a percentile bootstrap
+    # over so few does not hold its level), which a large, consistent gap passes and a noisy one does not
     two = claim_verdict(drq_rows([-300, -320], [-900, -950]))
-    assert two.status == "inconclusive" and two.judgements[0].seeds_needed == MIN_BOOTSTRAP_RUNS
-    assert "a bootstrap interval needs at least 6" in two.evidence
+    assert two.status == "inconclusive" and "a t interval needs at least" not in two.evidence
+    assert two.judgements[0].estimate.method == "IQM stratified bootstrap" and two.judgements[0].seeds_needed == MIN_BOOTSTRAP_RUNS
+    three = claim_verdict(drq_rows([-300, -320, -290], [-900, -950, -880]))
+    (j3,) = three.judgements
+    assert three.status == "holds" and j3.estimate.method == "paired t" and j3.estimate.n == 3
+    diffs = [600, 630, 590]
+    half = stats.t.ppf(0.975, 2) * stats.tstd(diffs) / 3 ** 0.5
+    mid = sum(diffs) / 3
+    assert (j3.estimate.low, j3.estimate.high) == (pytest.approx(mid - half), pytest.approx(mid + half))
+    assert claim_verdict(drq_rows([-300, -900, -300], [-900, -300, -880])).status == "inconclusive"
     # seeds are paired: an unmatched seed of one variant is not used
     extra = drq_rows(drq, sac)
     extra = pd.concat([extra, pd.DataFrame([dict(variant="drq", seed=9, metric="return", value=5000.0, step=None)])])
@@ -381,3 +390,26 @@ def test_verdict_uses_the_dataset_smallest_gain_and_needs_drq_above_the_random_p
     assert unlearned.judgements[0].estimate.low > 10  # the comparison alone would hold
     missing = claim_verdict(drq_rows(spread(-300), []))
     assert missing.status == "inconclusive" and "missing return rows for sac" in missing.evidence
+    # sac learned, drq did not: the task counts, and drq is not better
+    only_sac = claim_verdict(drq_rows(spread(-1195, 0.2), spread(-900, 0.2, shift=2)))
+    assert only_sac.status == "does not hold"
+
+
+def test_each_task_gets_its_own_line_and_the_claim_holds_only_where_every_task_holds():
+    from benchmarks.specs.drq import QUICK_TASKS, claim_verdict
+    from benchmarks.registry import get_benchmark
+
+    assert set(get_benchmark("drq").tasks["quick"]) == set(QUICK_TASKS) and "pendulum" in QUICK_TASKS
+    reach = drq_rows(spread(-10, 0.05), spread(-15, 0.05, shift=2), rand=-50.0).assign(dataset="point_reach")
+    learned = drq_rows(spread(-700), spread(-900, shift=3)).assign(dataset="pendulum")
+    neither = drq_rows(spread(-1195, 0.2), spread(-1196, 0.2, shift=2)).assign(dataset="pendulum")
+    worse = drq_rows(spread(-900), spread(-700, shift=3)).assign(dataset="pendulum")
+    both = claim_verdict(pd.concat([reach, learned]))
+    assert both.status == "holds" and [j.comparison.label for j in both.judgements] == ["drq vs sac on point_reach",
+                                                                                        "drq vs sac on pendulum"]
+    assert [j.comparison.delta for j in both.judgements] == [2.0, 10.0]
+    assert "exact symmetry" in both.evidence and "holds on point_reach, pendulum" in both.evidence
+    part = claim_verdict(pd.concat([reach, neither]))
+    assert part.status == "inconclusive" and "holds on point_reach, inconclusive on pendulum" in part.evidence
+    assert "not learned at this budget" in part.evidence
+    assert claim_verdict(pd.concat([reach, worse])).status == "does not hold"

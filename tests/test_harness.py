@@ -13,7 +13,7 @@ import pytest
 from benchmarks import registry
 from benchmarks.cli import main
 from benchmarks.compare import compare
-from benchmarks.registry import Benchmark, Metric, PaperRef, UnknownNameError, Variant, get_benchmark, list_benchmarks
+from benchmarks.registry import Benchmark, Metric, PaperRef, Task, UnknownNameError, Variant, get_benchmark, list_benchmarks
 from benchmarks.results import SCHEMA, BadResultsError, read_results, read_rows, write_csv
 from benchmarks.verdict import primary_vs_baseline
 from tests.support import ROOT, cli, rows
@@ -241,6 +241,49 @@ def test_same_seed_gives_identical_values_and_rerun_resumes(tmp_path, toy_env):
     assert (a / "plots" / "toy_curve.png").stat().st_size > 0
     (a / "report.md").unlink()
     assert main(["report", str(a)]) == 0 and (a / "report.md").read_text() == report
+
+
+def test_a_preset_with_several_tasks_plans_every_variant_and_seed_on_each():
+    from benchmarks.plan import RunOptions, plan
+
+    registry._load_specs()
+    import tests.toy_spec  # noqa: F401  (registers toy)
+
+    units = plan(RunOptions(names=["toy"], preset="full", seeds=2, variants=["method", "baseline"]))
+    assert sorted({(u.dataset, u.name, u.seed) for u in units}) == sorted(
+        (d, v, s) for d in ("synthetic", "shifted") for v in ("method", "baseline") for s in (0, 1))
+    assert len({u.stem for u in units}) == len(units) == 8 and "toy__method__shifted__s1" in {u.stem for u in units}
+    assert {(u.dataset, u.config["steps"]) for u in units} == {("synthetic", 8), ("shifted", 6)}  # the task's own keys
+    # --dataset picks one task; a preset without tasks runs the default dataset, with the old stems
+    one = plan(RunOptions(names=["toy"], preset="full", seeds=1, variants=["method"], dataset="shifted"))
+    assert [(u.dataset, u.stem, u.config["steps"]) for u in one] == [("shifted", "toy__method__s0", 6)]
+    assert {u.dataset for u in plan(RunOptions(names=["toy"], preset="smoke", variants=["method"]))} == {"synthetic"}
+    # without --seeds / --variant, a task's own seeds and variants apply
+    default = plan(RunOptions(names=["toy"], preset="full"))
+    assert sorted({(u.name, u.seed) for u in default if u.dataset == "shifted"}) == [("baseline", 0), ("method", 0)]
+    assert len([u for u in default if u.dataset == "synthetic"]) == 6 * 3
+    with pytest.raises(ValueError, match="tasks must map a preset"):
+        Benchmark(**{**vars(get_benchmark("toy")), "tasks": {"quick": {"synthetic": Task(), "nowhere": Task()}}})
+    with pytest.raises(ValueError, match="sets unknown keys"):
+        Benchmark(**{**vars(get_benchmark("toy")), "tasks": {"quick": {"synthetic": Task({"stepz": 1})}}})
+    with pytest.raises(ValueError, match="needs variants among"):
+        Benchmark(**{**vars(get_benchmark("toy")), "tasks": {"quick": {"synthetic": Task(variants=("nobody",))}}})
+
+
+@pytest.mark.slow
+def test_each_task_gets_its_rows_its_table_and_its_plots(tmp_path, toy_env):
+    out = cli(["run", "toy", "--preset", "full", "--seeds", "1", "--out", str(tmp_path), "--quiet", "--variant", "method",
+               "--variant", "baseline"], toy_env)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = tmp_path.iterdir()
+    df = read_rows(run_dir / "summary.csv")
+    assert set(map(tuple, df[["dataset", "variant"]].drop_duplicates().to_numpy())) == {
+        (d, v) for d in ("synthetic", "shifted") for v in ("method", "baseline")}
+    score = df[df["metric"] == "score"].set_index(["dataset", "variant"])["value"]
+    assert score["shifted", "method"] != score["synthetic", "method"]  # each unit trained on its own task
+    report = (run_dir / "report.md").read_text()
+    assert "### toy on synthetic" in report and "### toy on shifted" in report
+    assert (run_dir / "plots" / "toy_shifted_curve.png").stat().st_size > 0
 
 
 @pytest.mark.slow

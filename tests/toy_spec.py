@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, register_benchmark
+from benchmarks.registry import Task, Benchmark, Metric, PaperNumber, PaperRef, Variant, register_benchmark
 from benchmarks.train import make_trainer
 from benchmarks.unit import Measurement, UnitContext
 from benchmarks.verdict import primary_vs_baseline
@@ -43,6 +43,11 @@ def data(config, data_dir, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 4, generator=g)
     return TensorDataset(x, x.sum(1, keepdim=True))
+
+
+def shifted(config, data_dir, seed):
+    x, y = data(config, data_dir, seed).tensors
+    return TensorDataset(x, y + 3.0)
 
 
 def run(ctx: UnitContext) -> list[Measurement]:
@@ -81,7 +86,9 @@ def toy() -> Benchmark:
                   Variant("nan", "method"), Variant("crash", "method"), Variant("slow", "method"),
                   Variant("timed", "method")],
         alone=("timed",),
-        datasets={"synthetic": data},
+        datasets={"synthetic": data, "shifted": shifted},
+        # a preset that runs two tasks, one with its own budget, seeds and variants
+        tasks={"full": {"synthetic": Task(), "shifted": Task({"steps": 6}, seeds=1, variants=("method", "baseline"))}},
         defaults={"lr": 0.05, "steps": 8},
         presets={"smoke": {"steps": 4}},
         metrics=[Metric("score", True, primary=True), Metric("curve", True, curve=True),
