@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run with fewer seeds than the reference on purpose (--seeds 1 against a 3-seed reference): "
                         "compare the seeds it has instead of reporting the others as missing")
 
+    t = sub.add_parser("tune", help="choose a benchmark's settings by the tuning grid its spec declares")
+    t.add_argument("name")
+    t.add_argument("--preset", default="quick")
+    t.add_argument("--out", default="results/tuning", help="where the tries' runs and the tuning table go")
+    t.add_argument("--jobs", type=int, default=0, help="units at a time (as for run)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads per unit (as for run)")
+
     rep = sub.add_parser("report", help="rebuild report.md and plots from a run's summary.csv")
     rep.add_argument("run")
 
@@ -232,6 +239,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmarks.registry import PRESETS, lookup
+    from benchmarks.tune import tune
+
+    lookup("preset", {p: p for p in PRESETS}, args.preset)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads must be at least 1; got {args.threads}")
+        os.environ["ICLRBENCH_THREADS"] = str(args.threads)
+    table = tune(args.name, args.preset, args.out, args.jobs)
+    return EXIT_UNITS_FAILED if table["score"].isna().any() else EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.report import write_report
 
@@ -273,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "tune":
+            return cmd_tune(args)
         if args.command == "paper-csv":
             return cmd_paper_csv(args)
         raise CliError(f"unknown command {args.command!r}")

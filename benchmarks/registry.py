@@ -95,6 +95,7 @@ class Metric:
     logx: bool = False
     logy: bool = False
     description: str = ""
+    plot: bool = True  # False: a curve metric whose points are data for a verdict (per-item scores), not to draw
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,27 @@ class Variant:
     # seeds per preset for this variant when --seeds is not given, overriding the benchmark's: a variant that is
     # reported beside the claim but not judged (an ablation) may run fewer seeds than the judged pair
     seeds: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a benchmark's settings were chosen, declared before the tuning ran (``iclrbench tune NAME``).
+
+    ``grids`` maps each tuned variant to its grid of config values (the product of the lists is its tries); every
+    variant gets the same number of tries (equal effort). Each try runs ``seeds`` seeds and is scored by ``score``, a
+    metric measured on a split the verdict does not judge; the best mean over seeds wins, and the spec's defaults
+    carry the winners with a pointer to the stored tuning table."""
+
+    score: str
+    grids: Mapping[str, Mapping[str, tuple[Any, ...]]]
+    seeds: int = 2
+    higher_is_better: bool = True
+
+    def points(self, variant: str) -> list[dict[str, Any]]:
+        import itertools
+
+        grid = self.grids[variant]
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 @dataclass(frozen=True)
@@ -221,6 +243,8 @@ class Benchmark:
     # variants); the verdict gives a line per task. Presets not named run the default dataset alone; extras run on the
     # first task.
     tasks: dict[str, dict[str, Task]] = field(default_factory=dict)
+    # how the settings of the tuned variants were chosen (``iclrbench tune``), or None
+    tuning: Tuning | None = None
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -258,6 +282,14 @@ class Benchmark:
                 if set(t.variants or ()) - set(names) or (t.seeds is not None and t.seeds < 1):
                     raise ValueError(f"{self.name}: task {task!r} of preset {preset!r} needs variants among {names} "
                                      f"and seeds >= 1; got {t.variants!r}, {t.seeds!r}")
+        if self.tuning is not None:
+            t = self.tuning
+            unknown = sorted({k for g in t.grids.values() for k in g} - set(self.defaults)) + sorted(set(t.grids) - set(names))
+            tries = {v: len(t.points(v)) for v in t.grids}
+            if unknown or len(set(tries.values())) > 1 or self.metric(t.score) is None or t.seeds < 1:
+                raise ValueError(f"{self.name}: tuning needs grids over known variants and config keys (unknown: "
+                                 f"{unknown}), the same number of tries for every variant (got {tries}), a declared "
+                                 f"score metric (got {t.score!r}) and seeds >= 1")
         for p in self.paper_numbers:
             if p.variant not in names or self.metric(p.metric) is None:
                 raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")

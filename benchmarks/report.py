@@ -144,6 +144,8 @@ def plot_curves(bench: Benchmark | None, df: pd.DataFrame, plots_dir: Path, pref
     paths = []
     for base, sub in curves.groupby(curves["metric"].str.split("@", n=1).str[0], sort=True):
         m = bench.metric(base) if bench else None
+        if m is not None and not m.plot:
+            continue
         metrics = sorted(sub["metric"].unique())
         name = sub["benchmark"].iloc[0] + (f" ({prefix})" if prefix else "")
         ylabel = base + (" (higher is better)" if m and m.higher_is_better else " (lower is better)" if m else "")

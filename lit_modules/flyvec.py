@@ -148,9 +148,16 @@ def flyvec_train(
     return W_t.t().contiguous()
 
 
+def normalize_synapses(W: Tensor, eps: float = 1e-32) -> Tensor:
+    """Each Kenyon cell's synapses divided by their 2-norm, as the official ``FlyVec`` class does before hashing
+    (``flyvec.core.normalize_synapses``): a cell's response then does not depend on its row's norm."""
+    return W / (W.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+
+
 def flyhash(W: Tensor, word_ids: Tensor, k: int, context_ids: Tensor | None = None,
-            word_prob: Tensor | None = None) -> Tensor:
-    """bool [N, K] with exactly ``k`` True per row: the top-k Kenyon cells.
+            word_prob: Tensor | None = None, normalize: bool = True) -> Tensor:
+    """bool [N, K] with exactly ``k`` True per row: the top-k Kenyon cells of the synapses
+    (row-normalised first, :func:`normalize_synapses`, unless ``normalize`` is False).
 
     Static code (``context_ids`` None): the input is the target's one-hot alone. Contextual
     code: ``context_ids`` [N, C] (-1 = padding) fill the context bag. With ``word_prob`` [V]
@@ -161,6 +168,8 @@ def flyhash(W: Tensor, word_ids: Tensor, k: int, context_ids: Tensor | None = No
     word_ids = torch.as_tensor(word_ids, dtype=torch.long).reshape(-1)
     if not 1 <= k <= K:
         raise ValueError(f"hash length k must be in [1, {K}] (the number of Kenyon cells); got {k}")
+    if normalize:
+        W = normalize_synapses(W)
     if len(word_ids) and (int(word_ids.min()) < 0 or int(word_ids.max()) >= V):
         raise ValueError(f"word ids must lie in [0, {V}); got [{int(word_ids.min())}, {int(word_ids.max())}]")
     idx = (word_ids + V)[:, None]  # [N, 1]

@@ -22,6 +22,7 @@ from datamodules.word_similarity import (
 from lit_modules.flyvec import (
     context_windows,
     flyhash,
+    normalize_synapses,
     flyvec_step,
     flyvec_train,
     init_synapses,
@@ -133,10 +134,17 @@ def test_flyhash_codes_have_exactly_k_ones_static_and_contextual():
     assert torch.equal(contextual[1], static[1])  # an all-padding context is the static code
 
 
-def test_flyhash_static_code_is_the_top_k_of_the_target_synapses():
-    W = init_synapses(10, 6, seed=2)
+def test_flyhash_static_code_is_the_top_k_of_the_row_normalised_target_synapses():
+    W = init_synapses(10, 6, seed=2).abs()
+    unit = W / W.norm(dim=1, keepdim=True)
     code = flyhash(W, torch.tensor([3]), k=3)[0]
-    assert set(code.nonzero().flatten().tolist()) == set(W[:, 6 + 3].topk(3).indices.tolist())
+    assert set(code.nonzero().flatten().tolist()) == set(unit[:, 6 + 3].topk(3).indices.tolist())
+    # a cell whose synapses are all scaled up wins on raw synapses, not after the official normalisation
+    loud = W.clone()
+    loud[0] *= 1000
+    assert flyhash(loud, torch.tensor([3]), k=3, normalize=False)[0, 0]
+    assert torch.equal(flyhash(loud, torch.arange(6), k=3), flyhash(W, torch.arange(6), k=3))
+    assert torch.allclose(normalize_synapses(loud).norm(dim=1), torch.ones(10))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -224,83 +232,117 @@ def test_listing_the_spec_imports_no_heavy_library():
 
 
 # ------------------------------------------------------------------------------ the verdict
-def _rows(fly, w2v, rh=None, rd=None, ratio: float | None = 0.9) -> pd.DataFrame:
-    """mean_rho per seed (lists of equal length); the random floors default to ±0.01 around 0."""
-    n = len(fly)
-    noise = [0.01 * (-1) ** s for s in range(n)]
-    values = {"flyvec": fly, "word2vec": w2v, "random_hash": rh or noise, "random_dense": rd or [-x for x in noise]}
-    rows = [dict(variant=v, seed=s, metric="mean_rho", value=x, step=np.nan) for v, xs in values.items() for s, x in enumerate(xs)]
-    if ratio is not None:
-        rows.append(dict(variant="flyvec", seed=0, metric="time_ratio", value=ratio, step=np.nan))
-    return pd.DataFrame(rows)
+@pytest.fixture(autouse=True)
+def _fewer_bootstrap_replicates(monkeypatch):
+    monkeypatch.setattr("benchmarks.specs.flyvec.BOOTSTRAP_REPS", 800)  # the decisions below are far from the edges
 
 
-W2V = [0.30 + 0.004 * ((-1) ** s) for s in range(8)]  # word2vec over 8 seeds: the margin is 0.25 x 0.30 = 0.075
+def _scores(signal: float, human: np.ndarray, seed: int) -> np.ndarray:
+    return signal * human + np.random.default_rng(seed).normal(size=len(human))
 
 
-def _shifted(diffs) -> list[float]:
-    return [w + d for w, d in zip(W2V, diffs)]
+def _rows(fly: float = 1.0, w2v: float = 1.0, seeds: int = 8, pairs=(150, 300), floors=(0.0, 0.0), tune=(0.30, 0.0),
+          ratios=(0.9, 0.95, 0.92), w2v_per_set=None) -> pd.DataFrame:
+    """Rows of a flyvec run made from per-pair scores signal x human + noise: ρ per set, their mean, the pairs and the
+    human scores; ``tune`` = word2vec's and random dense's mean ρ on the tuning half (the margin is 0.25 x their gap)."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    signals = {"flyvec": fly, "word2vec": w2v, "random_hash": floors[0], "random_dense": floors[1]}
+    for k, (name, n) in enumerate(zip(("ws353", "simlex"), pairs)):
+        human = np.random.default_rng(100 + k).normal(size=n)
+        for v, sig in signals.items():
+            sig = (w2v_per_set or {}).get(name, sig) if v == "word2vec" else sig
+            for s in range(seeds):
+                x = _scores(sig, human, 1000 * k + 10 * s + hash(v) % 7)
+                rows.append(dict(variant=v, seed=s, metric=f"{name}_rho", value=spearmanr(x, human).statistic, step=np.nan))
+                if v in ("flyvec", "word2vec"):
+                    rows += [dict(variant=v, seed=s, metric=f"pair_similarity@set={name}", value=y, step=float(i))
+                             for i, y in enumerate(x)]
+                if v == "word2vec":
+                    rows += [dict(variant=v, seed=s, metric=f"pair_human@set={name}", value=y, step=float(i))
+                             for i, y in enumerate(human)]
+    df = pd.DataFrame(rows)
+    means = df[df["metric"].isin(["ws353_rho", "simlex_rho"])].groupby(["variant", "seed"])["value"].mean().reset_index()
+    extra = [dict(variant=r.variant, seed=r.seed, metric="mean_rho", value=r.value, step=np.nan) for r in means.itertuples()]
+    extra += [dict(variant=v, seed=s, metric="mean_rho@split=tune", value=t + 0.001 * (-1) ** s, step=np.nan)
+              for v, t in zip(("word2vec", "random_dense"), tune) for s in range(seeds)]
+    extra += [dict(variant="flyvec", seed=0, metric="time_ratio_repeats", value=r, step=float(i)) for i, r in enumerate(ratios)]
+    return pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
 
 
-def test_verdict_margin_is_a_quarter_of_word2vec_above_the_dense_floor():
+def test_rank_correlation_difference_is_the_mean_rho_gap_and_its_interval_holds_its_level():
+    from scipy.stats import spearmanr
+
+    from benchmarks.verdict import rank_correlation_difference
+
+    human = np.random.default_rng(0).normal(size=80)
+    m = np.stack([_scores(1.0, human, s) for s in range(4)])
+    b = np.stack([_scores(0.5, human, 50 + s) for s in range(4)])
+    est = rank_correlation_difference([(m, b, human)], reps=400)
+    gaps = [spearmanr(m[s], human).statistic - spearmanr(b[s], human).statistic for s in range(4)]
+    assert est.effect == pytest.approx(np.mean(gaps)) and est.n == 4 and est.low < est.effect < est.high
+    assert rank_correlation_difference([(m, b, human)], reps=400, resample_seeds=False).method == "paired bootstrap over items"
+    # no difference (both methods the same signal): the 90 % interval covers 0 in about 90 % of draws
+    covered = 0
+    for t in range(40):
+        h = np.random.default_rng(t).normal(size=60)
+        a = np.stack([_scores(0.8, h, 7 * t + s) for s in range(3)])
+        c = np.stack([_scores(0.8, h, 7 * t + 3 + s) for s in range(3)])
+        e = rank_correlation_difference([(a, c, h)], reps=300, seed=t)
+        covered += e.low <= 0 <= e.high
+    assert 30 <= covered <= 40
+    with pytest.raises(ValueError, match="same shape"):
+        rank_correlation_difference([(m, b[:, :10], human)])
+
+
+def test_resampled_midranks_match_rankdata_on_the_resampled_array_ties_included():
+    from scipy.stats import rankdata
+
+    from benchmarks.verdict import _resampled_midranks
+
+    x = np.array([0.5, 0.1, 0.5, 0.9, 0.1, 0.3])  # ties, as Jaccard similarities of codes have
+    draws = np.random.default_rng(1).integers(0, 6, size=(20, 6))
+    counts = np.stack([np.bincount(d, minlength=6) for d in draws]).astype(float)
+    ranks = _resampled_midranks(x, counts)
+    for r, d in enumerate(draws):
+        expected = rankdata(x[d])
+        assert np.allclose(ranks[r, d], expected)
+
+
+def test_verdict_holds_when_both_methods_score_the_pairs_alike_and_the_margin_comes_from_the_tuning_half():
     from benchmarks.specs.flyvec import MARGIN_FRACTION, claim_verdict
 
-    v = claim_verdict(_rows(_shifted([-0.01] * 8), W2V, rd=[0.04, 0.0] * 4))
-    (j,) = v.judgements
-    assert j.comparison.kind == "equivalent" and j.estimate.n == 8
-    assert j.comparison.margin == pytest.approx(MARGIN_FRACTION * (0.30 - 0.02))
-    assert j.estimate.confidence == 0.90 and j.estimate.effect == pytest.approx(-0.01)
+    v = claim_verdict(_rows())
+    q, t = v.judgements
+    assert q.comparison.kind == "equivalent" and q.estimate.n == 8 and q.estimate.confidence == 0.90
+    assert q.comparison.margin == pytest.approx(MARGIN_FRACTION * 0.30)
+    assert q.estimate.method == "paired bootstrap over items and seeds" and abs(q.estimate.effect) < 0.03
+    assert q.status == "holds" and t.status == "holds" and v.status == "holds"
+    assert "the pairs alone give" in v.evidence and "ws353 (counted)" in v.evidence and "simlex (counted)" in v.evidence
 
 
-@pytest.mark.parametrize("diff, status", [
-    (-0.05, "holds"),  # 8 seeds, spread 0.006: the 90 % interval [-0.054, -0.046] lies inside ±0.075
-    (0.05, "holds"),
-    (-0.10, "does not hold"),  # wholly below -0.075
-    (0.10, "does not hold"),  # "close", not "better": wholly above +0.075 is not equivalent either
-    (-0.075, "inconclusive"),  # straddles the margin
-])
-def test_verdict_equivalence_on_each_side_of_the_margin(diff, status):
+def test_verdict_does_not_hold_when_flyvec_scores_the_pairs_much_worse_or_is_slower():
     from benchmarks.specs.flyvec import claim_verdict
 
-    diffs = [diff + 0.003 * (-1) ** (s // 2) for s in range(8)]
-    assert claim_verdict(_rows(_shifted(diffs), W2V)).status == status
+    worse = claim_verdict(_rows(fly=0.2))  # ρ about 0.2 against 0.7: far outside ±0.075
+    assert worse.judgements[0].status == "does not hold" and worse.status == "does not hold"
+    slower = claim_verdict(_rows(ratios=(1.5, 1.6, 1.55)))
+    assert slower.judgements[0].status == "holds" and slower.judgements[1].status == "does not hold"
+    assert slower.status == "does not hold" and "time ratio median 1.55" in slower.evidence
+    untimed = claim_verdict(_rows(ratios=()))
+    assert untimed.status == "inconclusive" and "no paired timing" in untimed.evidence
 
 
-def test_verdict_the_interval_widens_with_the_spread_and_narrows_with_seeds():
+def test_a_set_where_word2vec_does_not_beat_its_floor_is_not_evidence():
     from benchmarks.specs.flyvec import claim_verdict
 
-    # per-seed differences -0.06, 0, +0.06: mean 0, but 3 seeds give a 90 % interval of about ±0.10 > 0.075
-    few = claim_verdict(_rows(_shifted([-0.06, 0.0, 0.06]), W2V[:3]))
-    assert few.status == "inconclusive"
-    (j,) = few.judgements
-    assert j.estimate.low < -0.075 < 0.075 < j.estimate.high and 3 < j.seeds_needed < 20
-    assert "seeds would decide it" in few.evidence
-    # the same spread over 9 seeds: about ±0.037, inside the margin
-    assert claim_verdict(_rows(_shifted([-0.06, 0.0, 0.06] * 3), (W2V * 2)[:9])).status == "holds"
-    # two noisy seeds stay inconclusive whatever their mean
-    assert claim_verdict(_rows(_shifted([-0.04, 0.04]), W2V[:2])).status == "inconclusive"
-
-
-def test_verdict_needs_both_methods_above_their_floors_by_the_margin():
-    from benchmarks.specs.flyvec import claim_verdict
-
-    # FlyVec no better than its random hash: equivalence is not judged, whatever the interval says
-    v = claim_verdict(_rows(_shifted([-0.01] * 8), W2V, rh=_shifted([-0.02] * 8)))
-    assert v.status == "inconclusive" and "flyvec not shown above its random floor" in v.evidence
-    assert v.judgements[0].estimate.high < 0.075  # the interval itself would have held
-    # a floor that moves as much as the method: word2vec not shown above random dense vectors
-    noisy = [0.4, -0.4] * 4
-    v = claim_verdict(_rows(_shifted([-0.01] * 8), W2V, rd=noisy))
-    assert v.status == "inconclusive" and "word2vec not shown above" in v.evidence
-
-
-def test_verdict_training_time_is_a_separate_measured_condition():
-    from benchmarks.specs.flyvec import claim_verdict
-
-    close = _shifted([-0.01] * 8)
-    assert claim_verdict(_rows(close, W2V, ratio=1.05)).status == "holds"  # within TIME_SLACK
-    slower = claim_verdict(_rows(close, W2V, ratio=2.0))
-    assert slower.status == "does not hold" and "2.00x" in slower.evidence
-    assert claim_verdict(_rows(close, W2V, ratio=None)).status == "inconclusive"  # no paired timing
-    missing = _rows(close, W2V)
+    v = claim_verdict(_rows(w2v_per_set={"simlex": 0.0}, fly=0.0))  # simlex: nobody learned; ws353: flyvec far worse
+    assert "simlex (not counted)" in v.evidence and "ws353 (counted)" in v.evidence
+    assert v.judgements[0].comparison.metric == "ρ over ws353"
+    nothing = claim_verdict(_rows(w2v=0.0, fly=0.0))
+    assert nothing.status == "inconclusive" and "no evaluation set on which word2vec beats" in nothing.evidence
+    no_margin = claim_verdict(_rows(tune=(0.0, 0.0)))
+    assert no_margin.status == "inconclusive" and "no margin can be formed" in no_margin.evidence
+    missing = _rows()
     assert claim_verdict(missing[missing["variant"] != "random_hash"]).status == "inconclusive"

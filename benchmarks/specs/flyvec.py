@@ -12,78 +12,137 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import Benchmark, Metric, PaperRef, Tuning, Variant, Verdict, lazy, register_benchmark
 from benchmarks.verdict import (
-    Comparison, floor_separation, gate, judge, make_verdict, per_seed, seed_stats, seeds_to_decide, seeds_to_separate,
+    Comparison, Judgement, combine, floor_separation, gate, judge, judge_values, judgement, make_verdict, per_seed,
+    rank_correlation_difference, seed_stats,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 UNITS = "benchmarks.units.flyvec"
-TIME_SLACK = 1.10  # "no more training time": a ratio up to 1.10 is within timing noise on a shared CPU
+SETS = ("ws353", "simlex")
 
 # -------------------------------------------------------------------------------- verdict
-# Declared before the run. The margin is relative to what the metric separates here: a fraction of word2vec's mean ρ
-# above the random dense vectors' (the dense floor: ρ of vectors that know nothing), both measured in the run being
-# judged (seed means). ρ's scale moves with the corpus and preset (about 0.16 for word2vec at quick, 0.13 above the
-# floor), so a fixed ρ would be loose at one scale and strict at another; the margin looks at the trained baseline
-# and the floor, never at FlyVec's ρ (the judged difference). Its sampling error (the floor's seed mean) is not in
-# the interval: with the floor's spread at quick, about ±0.02/√seeds on the margin.
+# Declared before the run (issue 28). Two lines, reported apart:
+# 1. Quality: FlyVec is close to word2vec, an equivalence test of the mean over the counted sets of ρ(flyvec) −
+#    ρ(word2vec) on the judged half of the word pairs, paired by seed, with a 90 % paired bootstrap interval over
+#    the pairs and the seeds (benchmarks.verdict.rank_correlation_difference: both methods score the same pairs, so
+#    their difference has a smaller error than either ρ). The margin is relative to what the metric separates: a
+#    fraction of word2vec's mean ρ above the random dense vectors' (vectors that know nothing), both measured on the
+#    *tuning* half of the pairs in the same run, so it adapts to the corpus and preset but shares no pair with the
+#    judged difference (at quick about 0.25 x 0.13). A set counts as evidence only where a method beats its own random
+#    floor on it by more than the margin (95 % paired t over seeds); word2vec must beat its floor on the counted sets.
+# 2. Training time: FlyVec takes no more than word2vec, a non-inferiority test of 1 − time ratio (flyvec / word2vec,
+#    trained one after the other in one process, speed_repeats times) with margin 0.10 (timing noise on a shared CPU),
+#    a paired t over the repeats.
+# The claim holds when both lines hold ("all").
 MARGIN_FRACTION = 0.25
 CLOSE = Comparison(
-    "flyvec", "word2vec", "mean_rho", "equivalent", margin=MARGIN_FRACTION, label="FlyVec vs word2vec",
-    source=f"margin = {MARGIN_FRACTION:g} x (mean ρ word2vec − mean ρ random_dense) of the judged run (the margin "
-           "field declared here is that fraction; the judgement carries the ρ it gives): a FlyVec that keeps three "
-           "quarters of word2vec's advantage over vectors that know nothing counts as close")
+    "flyvec", "word2vec", "mean_rho", "equivalent", margin=MARGIN_FRACTION, label="FlyVec vs word2vec, ρ",
+    source=f"margin = {MARGIN_FRACTION:g} x (mean ρ word2vec − mean ρ random_dense) on the tuning half of the pairs, "
+           "same run (the margin field declared here is that fraction; the judgement carries the ρ it gives): a FlyVec "
+           "that keeps three quarters of word2vec's advantage over vectors that know nothing counts as close")
+BOOTSTRAP_REPS = 4000  # replicates of the paired bootstrap (about 4 s a verdict on one core)
+TIME_MARGIN = 0.10
+NO_SLOWER = Comparison(
+    "flyvec", "word2vec", "time_ratio_repeats", "noninferior", margin=TIME_MARGIN, higher_is_better=False,
+    label="FlyVec vs word2vec, training time",
+    source="effect = 1 − time(flyvec) / time(word2vec) per paired timing; a ratio up to 1.10 is within timing noise "
+           "on a shared CPU")
 FLOORS = {"flyvec": "random_hash", "word2vec": "random_dense"}  # each trained method and its untrained floor
+# Settings are chosen with equal effort on the tuning half of the word pairs (datamodules.word_similarity.split_pairs:
+# a fixed half of each set by the CRC-32 of the pair), never on the judged half: 12 tries each over the method's own
+# main knobs, 2 seeds a try, the best mean ρ on the tuning half wins (``iclrbench tune flyvec``). Shared settings stay
+# shared: the corpus, vocabulary and window (both learn from the same token stream and are scored on the same pairs),
+# K = 400 Kenyon cells (the reference launcher's) and word2vec's 100 dimensions (the bytes-per-word comparison).
+# word2vec's minimum count is not tuned: a word it dropped would have no vector, and the methods would be scored on
+# different pairs; its learning rate, epochs and negative samples are, as FlyVec's learning rate, epochs and hash length.
+TUNING = Tuning(
+    score="mean_rho@split=tune",
+    grids={
+        "flyvec": {"lr": (0.1, 0.3, 1.0), "epochs": (3, 6), "hash_k": (16, 32)},
+        "word2vec": {"w2v_lr": (0.025, 0.05), "w2v_epochs": (5, 10, 15), "w2v_negative": (5, 15)},
+    },
+    seeds=2,
+)
+
+
+
+
+def pair_scores(df: pd.DataFrame, variant: str, name: str, seeds: list[int]) -> list[list[float]]:
+    """[seeds, pairs]: the variant's similarity of each judged pair of set ``name``, in pair order."""
+    rows = df[(df["variant"] == variant) & (df["metric"] == f"pair_similarity@set={name}")]
+    return [rows[rows["seed"] == s].sort_values("step")["value"].astype(float).tolist() for s in seeds]
+
+
+def human_scores(df: pd.DataFrame, name: str) -> list[float]:
+    rows = df[df["metric"] == f"pair_human@set={name}"]
+    if rows.empty:
+        return []
+    first = rows[rows["seed"] == rows["seed"].min()]
+    return first.sort_values("step")["value"].astype(float).tolist()
+
+
+def time_judgement(df: pd.DataFrame) -> Judgement:
+    rows = df[(df["metric"] == "time_ratio_repeats") & df["step"].notna()]
+    ratios = {int(r.step): float(r.value) for r in rows.itertuples()}
+    j = judge_values(NO_SLOWER, ratios, {k: 1.0 for k in ratios})  # repeats pair with the ratio 1 (as fast)
+    if not ratios:
+        return gate(j, False, "no paired timing")
+    values = sorted(ratios.values())
+    return replace(j, note="; ".join(filter(None, [j.note, f"time ratio median {values[len(values) // 2]:.2f} (range "
+                                                            f"{values[0]:.2f}–{values[-1]:.2f}) over {len(values)} paired timings"])))
 
 
 def claim_verdict(df: pd.DataFrame) -> Verdict:
-    rho = {v: per_seed(df, v, "mean_rho") for v in ("flyvec", "word2vec", "random_hash", "random_dense")}
+    names = ("flyvec", "word2vec", "random_hash", "random_dense")
+    rho = {v: per_seed(df, v, "mean_rho") for v in names}
     missing = [v for v, x in rho.items() if not x]
     if missing:
         return Verdict("inconclusive", f"missing mean_rho for {', '.join(missing)}")
-    ratio_rows = df.loc[(df["metric"] == "time_ratio"), "value"].astype(float).dropna()
-    ratio = float(ratio_rows.median()) if not ratio_rows.empty else math.nan
-    means = {v: seed_stats(df, v, "mean_rho")[0] for v in rho}
-    separation = means["word2vec"] - means["random_dense"]
-    context = (f"trivial floors: random hash {means['random_hash']:.3f}, random dense {means['random_dense']:.3f}; "
-               f"training time flyvec/word2vec {ratio:.2f}x (paired in one process, same threads; at most "
-               f"{TIME_SLACK:g}x counts as no more)")
+    tune = {v: seed_stats(df, v, "mean_rho@split=tune")[0] for v in ("word2vec", "random_dense")}
+    separation = tune["word2vec"] - tune["random_dense"]
+    timing = time_judgement(df)
+    floors = "; ".join(f"{n}: " + ", ".join(f"{v} {seed_stats(df, v, f'{n}_rho')[0]:.3f}" for v in names) for n in SETS)
     if not separation > 0:
-        return Verdict("inconclusive", f"word2vec's mean ρ {means['word2vec']:.3f} is not above the random dense "
-                                       f"floor's {means['random_dense']:.3f}: no margin can be formed; " + context)
+        j = gate(judge(df, CLOSE), False, f"word2vec's ρ on the tuning half ({tune['word2vec']:.3f}) is not above the "
+                                          f"random dense floor's ({tune['random_dense']:.3f}): no margin can be formed")
+        return make_verdict("inconclusive", [j, timing], "judged-half ρ per set: " + floors)
     margin = MARGIN_FRACTION * separation
     close = replace(CLOSE, margin=margin)
-    j = judge(df, close, note=f"margin {MARGIN_FRACTION:g} x (word2vec {means['word2vec']:.3f} − random dense "
-                              f"{means['random_dense']:.3f}) = {margin:.3f}")
-    failed, notes, needed = [], [], []
-    for method, floor in FLOORS.items():
-        ok, text = floor_separation(rho[method], rho[floor], margin)
-        notes.append(f"{method} vs {floor}: {text}")
-        if not ok:
-            failed.append(method)
-            needed.append(seeds_to_separate(rho[method], rho[floor], margin))
-    if failed:
-        # the seeds that would decide it: enough for the floor separation and for the equivalence (observed spreads)
-        needed.append(seeds_to_decide(close.kind, j.estimate.effect, j.estimate.sd, margin=margin,
-                                      confidence=close.confidence) if j.estimate.finite else None)
-        why = (f"{' and '.join(failed)} not shown above {'their' if len(failed) > 1 else 'its'} random floor by more "
-               "than the margin (95 % paired t): the metric does not yet separate a trained model from its floor")
-        j = gate(j, False, why)
-        if all(n is not None for n in needed):
-            j = replace(j, seeds_needed=max(needed))
-    evidence = "; ".join(notes) + "; " + context
-    if failed:
-        return make_verdict("inconclusive", [j], evidence)
-    if j.status == "does not hold" or (not math.isnan(ratio) and ratio > TIME_SLACK):
-        return make_verdict("does not hold", [j], evidence)
-    if j.status == "inconclusive":
-        return make_verdict("inconclusive", [j], evidence)
-    if math.isnan(ratio):
-        return make_verdict("inconclusive", [j], evidence + "; no paired timing")
-    return make_verdict("holds", [j], evidence)
+    counted, notes = [], []
+    for n in SETS:
+        seps = {m: floor_separation(per_seed(df, m, f"{n}_rho"), per_seed(df, f, f"{n}_rho"), margin) for m, f in FLOORS.items()}
+        if any(ok for ok, _ in seps.values()) and seps["word2vec"][0]:
+            counted.append(n)
+        notes.append(f"{n} ({'counted' if n in counted else 'not counted'}): "
+                     + "; ".join(f"{m} vs {FLOORS[m]} {text}" for m, (ok, text) in seps.items()))
+    margin_note = (f"margin {MARGIN_FRACTION:g} x (word2vec {tune['word2vec']:.3f} − random dense "
+                   f"{tune['random_dense']:.3f}, tuning half) = {margin:.3f}")
+    seeds = sorted(set(rho["flyvec"]) & set(rho["word2vec"]))
+    sets = [(pair_scores(df, "flyvec", n, seeds), pair_scores(df, "word2vec", n, seeds), human_scores(df, n))
+            for n in counted]
+    shapes_ok = sets and all(len(h) > 2 and all(len(x) == len(h) for x in m + b) for m, b, h in sets)
+    if not counted or not shapes_ok or len(seeds) < 2:
+        why = ("no evaluation set on which word2vec beats its random floor by more than the margin" if not counted
+               else "fewer than 2 paired seeds" if len(seeds) < 2 else "per-pair similarities missing")
+        j = gate(judge(df, close, note=margin_note), False, why)
+        return make_verdict("inconclusive", [j, timing], "; ".join(notes) + "; judged-half ρ per set: " + floors)
+    est = rank_correlation_difference(sets, close.confidence, reps=BOOTSTRAP_REPS)
+    pairs_only = rank_correlation_difference(sets, close.confidence, reps=BOOTSTRAP_REPS, resample_seeds=False)
+    means = (sum(_set_mean(df, "flyvec", n) for n in counted) / len(counted),
+             sum(_set_mean(df, "word2vec", n) for n in counted) / len(counted))
+    q = judgement(replace(close, metric=f"ρ over {'+'.join(counted)}"), replace(est, sd=math.nan), means=means,
+                  note=f"{margin_note}; the pairs alone give [{pairs_only.low:+.3f}, {pairs_only.high:+.3f}], which more "
+                       "seeds cannot narrow")
+    status = combine([q, timing], "all")
+    return make_verdict(status, [q, timing], "; ".join(notes) + "; judged-half ρ per set: " + floors)
+
+
+def _set_mean(df: pd.DataFrame, variant: str, name: str) -> float:
+    return seed_stats(df, variant, f"{name}_rho")[0]
 
 
 @register_benchmark
@@ -101,14 +160,15 @@ def flyvec() -> Benchmark:
             "training time and far fewer bytes per word (tested on a ~0.45M-word corpus, not the paper's OpenWebText)."
         ),
         verdict_rule=(
-            "equivalence of mean ρ (WS353, SimLex), FlyVec vs word2vec, paired by seed: two one-sided tests at 5 % "
-            "(the 90 % paired t-interval of flyvec − word2vec) against a margin derived from the judged run's "
-            f"baselines, {MARGIN_FRACTION:g} x (word2vec's mean ρ − the random dense vectors' mean ρ). Inconclusive "
-            "unless FlyVec beats random FlyHash and word2vec beats random dense vectors by more than that margin "
-            "(95 % paired t lower end). Then holds if the interval lies inside ±margin and FlyVec's training time is at "
-            f"most {TIME_SLACK:g}x word2vec's (paired in one process, a measured condition beside the interval); does "
-            "not hold if the interval lies wholly outside ±margin or FlyVec is slower than that; else (or without the "
-            "paired timing) inconclusive"
+            "two lines, both must hold. (1) ρ: equivalence of the mean over evaluation sets (WS353, SimLex) of "
+            "Spearman ρ(FlyVec) − ρ(word2vec) on the judged half of each set's pairs (the other half chose both "
+            "methods' settings, 12 tries each), a 90 % paired bootstrap interval over the pairs and the seeds, against "
+            f"a margin of {MARGIN_FRACTION:g} x (word2vec's mean ρ − the random dense vectors' mean ρ) measured on the "
+            "tuning half: holds inside ±margin, does not hold wholly outside, else inconclusive. A set counts only where "
+            "word2vec beats its random floor by more than the margin (95 % paired t over seeds; FlyVec's floor is the "
+            "random FlyHash); no set counted is inconclusive. (2) Training time: non-inferiority of 1 − time(FlyVec) / "
+            f"time(word2vec) over paired timings in one process (margin {TIME_MARGIN:g}: a 90 % paired t interval's lower "
+            "end above −0.1 holds)"
         ),
         variants=[
             Variant("flyvec", "method", {}, "FlyVec: K Kenyon cells, winner-take-all rule, static FlyHash of k cells"),
@@ -131,7 +191,7 @@ def flyvec() -> Benchmark:
             # word2vec: gensim's defaults (dim 100, lr 0.025, 5 negatives) with the same window; epochs tried 3 and 5
             # (5 is better: mean ρ 0.16 vs 0.09), as FlyVec's were
             w2v_dim=100, w2v_epochs=5, w2v_lr=0.025, w2v_negative=5,
-            analogy_max_questions=20000, speed_repeats=1,
+            analogy_max_questions=20000, speed_repeats=3,
         ),
         presets={
             "smoke": dict(vocab_size=1500, corpus_max_words=20000, num_kenyon=48, hash_k=8, k_sweep=[4, 8],
@@ -154,6 +214,11 @@ def flyvec() -> Benchmark:
             Metric("energy", False, curve=True, x_label="epoch", tolerance=0.1,
                    description="mean energy per window, −⟨W_μ̂, v/p⟩/‖W_μ̂‖, over each training epoch"),
             Metric("row_norm_dev", False, kind="info", description="mean |‖W_μ‖ − 1| after training (the rule's fixed point is 1)"),
+            Metric("pair_similarity", True, kind="info", curve=True, plot=False, x_label="judged pair",
+                   description="similarity of each judged pair (step = its index; flyvec and word2vec): the paired "
+                               "bootstrap over pairs resamples these"),
+            Metric("pair_human", True, kind="info", curve=True, plot=False, x_label="judged pair",
+                   description="human score of each judged pair (step = its index), in the order of pair_similarity"),
             Metric("ws353_coverage", True, kind="info", description="fraction of WS353 pairs with both words in the vocabulary"),
             Metric("simlex_coverage", True, kind="info", description="fraction of SimLex pairs with both words in the vocabulary"),
             Metric("analogy_coverage", True, kind="info", description="fraction of analogy questions fully in the vocabulary"),
@@ -166,12 +231,15 @@ def flyvec() -> Benchmark:
                    description="training time with both methods in one process, same corpus and threads (median)"),
             Metric("time_ratio", False, kind="efficiency", tolerance=0.3,
                    description="FlyVec training time / word2vec training time, paired (goal: at most 1)"),
+            Metric("time_ratio_repeats", False, kind="efficiency", curve=True, plot=False, x_label="repeat", tolerance=0.3,
+                   description="the time ratio of each paired timing (step = the repeat)"),
             Metric("threads", True, kind="info", description="torch threads = word2vec workers in the paired timing"),
             Metric("train_state_mb", False, kind="info", description="training state: FlyVec W and ΔW; word2vec syn0 and syn1neg"),
         ],
         run=lazy(f"{UNITS}:run"),
         extras={"paired_timing": lazy(f"{UNITS}:paired_timing")},
         verdict=claim_verdict,
+        tuning=TUNING,
         alone=("paired_timing",),  # timings: runs with no other unit beside it
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the floor gates need about 6-7 seeds at the stored spread; the equivalence itself sits at its margin (no

@@ -16,11 +16,13 @@ from scipy.stats import spearmanr
 from benchmarks.unit import Measurement, UnitContext
 from datamodules.word_similarity import (
     SIMILARITY_SETS,
+    SPLITS,
     WordCorpus,
     WordCorpusSource,
     in_vocab_pairs,
     load_analogy_questions,
     load_similarity_pairs,
+    split_pairs,
 )
 from lit_modules.flyvec import cosine, flyhash, flyvec_train, init_synapses, jaccard, train_word2vec
 
@@ -43,18 +45,49 @@ def wikitext(config: dict, data_dir: str | None, seed: int) -> WordCorpusSource:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def similarity_rows(corpus: WordCorpus, similarity, suffix: str = "", step: float | None = None) -> list[Measurement]:
-    """ρ per similarity set (+ coverage, and their mean as ``mean_rho``); ``similarity(ids_a, ids_b)`` -> [n]."""
+def rank_correlation(scores: np.ndarray, human: np.ndarray) -> float:
+    """Spearman ρ; 0 when the similarities are all equal (codes that share no cell on any pair rank nothing), NaN
+    with fewer than 3 pairs."""
+    if len(human) < 3:
+        return float("nan")
+    return 0.0 if np.ptp(scores) == 0 else float(spearmanr(scores, human).statistic)
+
+
+def similarity_rows(corpus: WordCorpus, similarity, suffix: str = "", step: float | None = None,
+                    pairs: bool = False) -> list[Measurement]:
+    """ρ per similarity set on its judged half (+ coverage), their mean as ``mean_rho``, and the same on the tuning half
+    (``…@split=tune``: what settings are chosen on); ``similarity(ids_a, ids_b)`` -> [n]. With ``pairs``, every judged
+    pair's similarity too (``pair_similarity@set=…``, step = the pair's index), for the paired bootstrap over pairs."""
     index = corpus.index()
-    out, rhos = [], []
+    out, rhos = [], {split: [] for split in SPLITS}
     for name in SIMILARITY_SETS:
-        pairs = load_similarity_pairs(name)
-        a, b, human = in_vocab_pairs(pairs, index)
-        rho = float(spearmanr(similarity(a, b).numpy(), human).statistic) if len(human) > 2 else float("nan")
-        rhos.append(rho)
-        if step is None:
-            out += [Measurement(f"{name}_rho{suffix}", rho), Measurement(f"{name}_coverage", len(human) / len(pairs))]
-    out.append(Measurement(f"mean_rho{suffix}", float(np.mean(rhos)), step=step))
+        every = load_similarity_pairs(name)
+        for split in SPLITS:
+            half = split_pairs(every, split)
+            a, b, human = in_vocab_pairs(half, index)
+            scores = similarity(a, b).numpy() if len(human) else np.zeros(0)
+            rho = rank_correlation(scores, human)
+            rhos[split].append(rho)
+            if step is not None:
+                continue
+            if split == "tune":
+                out.append(Measurement(f"{name}_rho{suffix}@split=tune", rho))
+                continue
+            out += [Measurement(f"{name}_rho{suffix}", rho), Measurement(f"{name}_coverage", len(human) / len(half))]
+            if pairs:
+                out += [Measurement(f"pair_similarity@set={name}", float(x), step=i) for i, x in enumerate(scores)]
+    out.append(Measurement(f"mean_rho{suffix}", float(np.mean(rhos["eval"])), step=step))
+    if step is None:
+        out.append(Measurement(f"mean_rho{suffix}@split=tune", float(np.mean(rhos["tune"]))))
+    return out
+
+
+def human_rows(corpus: WordCorpus) -> list[Measurement]:
+    """The human scores of the judged in-vocabulary pairs, in the order of ``pair_similarity``."""
+    index, out = corpus.index(), []
+    for name in SIMILARITY_SETS:
+        _, _, human = in_vocab_pairs(split_pairs(load_similarity_pairs(name), "eval"), index)
+        out += [Measurement(f"pair_human@set={name}", float(x), step=i) for i, x in enumerate(human)]
     return out
 
 
@@ -128,7 +161,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
             out.append(Measurement("row_norm_dev", float((norms - 1).abs().mean())))
         else:
             W = init_synapses(K, V, ctx.seed, cfg["init_std"])  # the untrained synapses FlyVec starts from
-        out += similarity_rows(corpus, hash_similarity(W, k))
+        out += similarity_rows(corpus, hash_similarity(W, k), pairs=ctx.variant == "flyvec")
         for kk in cfg["k_sweep"]:
             if kk <= K:
                 out += similarity_rows(corpus, hash_similarity(W, kk), "_vs_k", step=kk)
@@ -142,7 +175,9 @@ def run(ctx: UnitContext) -> list[Measurement]:
         out.append(Measurement("params", vectors.numel()))
     else:
         raise ValueError(f"unknown flyvec variant {ctx.variant!r}; known: flyvec, random_hash, word2vec, random_dense")
-    out += similarity_rows(corpus, dense_similarity(vectors))
+    out += similarity_rows(corpus, dense_similarity(vectors), pairs=ctx.variant == "word2vec")
+    if ctx.variant == "word2vec":
+        out += human_rows(corpus)
     out += analogy_rows(corpus, vectors, cfg["analogy_max_questions"])
     out.append(Measurement("bytes_per_word", 4 * vectors.shape[1]))  # float32
     return out
@@ -159,10 +194,11 @@ def paired_timing(ctx: UnitContext) -> list[Measurement]:
         fly.append(train_flyvec(cfg, corpus, ctx.seed)[1])
     t_fly, t_w2v = float(np.median(fly)), float(np.median(w2v))
     V, K, D = corpus.vocab_size, cfg["num_kenyon"], cfg["w2v_dim"]
-    return [
+    ratios = [Measurement("time_ratio_repeats", f / w, step=i, variant="flyvec") for i, (f, w) in enumerate(zip(fly, w2v))]
+    return ratios + [
         Measurement("paired_train_time_s", t_fly, variant="flyvec"),
         Measurement("paired_train_time_s", t_w2v, variant="word2vec"),
-        Measurement("time_ratio", t_fly / t_w2v, variant="flyvec"),
+        Measurement("time_ratio", float(np.median([f / w for f, w in zip(fly, w2v)])), variant="flyvec"),
         Measurement("threads", torch.get_num_threads(), variant="flyvec"),
         # training state: FlyVec's W and its batch update ΔW; word2vec's syn0 and syn1neg
         Measurement("train_state_mb", 2 * K * 2 * V * 4 / 2**20, variant="flyvec"),
