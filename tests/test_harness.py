@@ -270,6 +270,35 @@ def test_a_preset_with_several_tasks_plans_every_variant_and_seed_on_each():
         Benchmark(**{**vars(get_benchmark("toy")), "tasks": {"quick": {"synthetic": Task(variants=("nobody",))}}})
 
 
+def test_tuning_grids_must_give_every_variant_the_same_number_of_tries():
+    from benchmarks.registry import Tuning
+
+    registry._load_specs()
+    import tests.toy_spec  # noqa: F401  (registers toy)
+
+    toy = vars(get_benchmark("toy"))
+    assert [len(toy["tuning"].points(v)) for v in ("method", "baseline")] == [2, 2]
+    for bad in ({"method": {"lr": (0.1, 0.2, 0.3)}, "baseline": {"lr": (0.1,)}},  # unequal effort
+                {"method": {"lrr": (0.1,)}}, {"nobody": {"lr": (0.1,)}}):
+        with pytest.raises(ValueError, match="same number of tries"):
+            Benchmark(**{**toy, "tuning": Tuning(score="score", grids=bad)})
+    with pytest.raises(ValueError, match="declared score metric"):
+        Benchmark(**{**toy, "tuning": Tuning(score="nothing", grids={"method": {"lr": (0.1,)}})})
+
+
+@pytest.mark.slow
+def test_tune_runs_every_try_and_names_the_best_by_the_declared_score(tmp_path, toy_env):
+    out = cli(["tune", "toy", "--preset", "smoke", "--out", str(tmp_path)], toy_env)
+    assert out.returncode == 0, out.stderr
+    table = pd.read_csv(tmp_path / "toy-smoke-tuning.csv")
+    assert sorted(zip(table["variant"], table["point"])) == [
+        ("baseline", '{"lr": 0.0001}'), ("baseline", '{"lr": 0.05}'), ("method", '{"lr": 0.001}'), ("method", '{"lr": 0.1}')]
+    assert table["score"].notna().all() and set(table["seed"]) == {0}
+    best = {v: part.sort_values("score").iloc[-1]["point"] for v, part in table.groupby("variant")}
+    assert f'toy/method: best of 2 tries by score (mean over 1 seeds): {best["method"]}' in out.stdout
+    assert cli(["tune", "vit", "--out", str(tmp_path)], toy_env).returncode == 2  # no grid declared
+
+
 @pytest.mark.slow
 def test_each_task_gets_its_rows_its_table_and_its_plots(tmp_path, toy_env):
     out = cli(["run", "toy", "--preset", "full", "--seeds", "1", "--out", str(tmp_path), "--quiet", "--variant", "method",

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.registry import Task, Benchmark, Metric, PaperNumber, PaperRef, Variant, register_benchmark
+from benchmarks.registry import Task, Tuning, Benchmark, Metric, PaperNumber, PaperRef, Variant, register_benchmark
 from benchmarks.train import make_trainer
 from benchmarks.unit import Measurement, UnitContext
 from benchmarks.verdict import primary_vs_baseline
@@ -94,6 +94,7 @@ def toy() -> Benchmark:
         metrics=[Metric("score", True, primary=True), Metric("curve", True, curve=True),
                  Metric("threads", True, kind="info", description="torch threads the unit ran with")],
         run=run,
+        tuning=Tuning(score="score", grids={"method": {"lr": (0.1, 0.001)}, "baseline": {"lr": (0.05, 0.0001)}}, seeds=1),
         verdict=primary_vs_baseline("method", "baseline", "score"),
         paper_numbers=[PaperNumber("method", "synthetic", "score", 0.0, "nowhere", scope="target")],
     )
