@@ -32,8 +32,10 @@ SETS = ("ws353", "simlex")
 #    their difference has a smaller error than either ρ). The margin is relative to what the metric separates: a
 #    fraction of word2vec's mean ρ above the random dense vectors' (vectors that know nothing), both measured on the
 #    *tuning* half of the pairs in the same run, so it adapts to the corpus and preset but shares no pair with the
-#    judged difference (at quick about 0.25 x 0.13). A set counts as evidence only where a method beats its own random
-#    floor on it by more than the margin (95 % paired t over seeds); word2vec must beat its floor on the counted sets.
+#    judged difference. A set counts as evidence only where word2vec beats its random floor on it by more than the
+#    margin (95 % paired t over seeds): there the metric separates a trained model from one that knows nothing (a set
+#    where only FlyVec did would make a better FlyVec "not equivalent"); FlyVec's separation from the random FlyHash is
+#    reported beside it.
 # 2. Training time: FlyVec takes no more than word2vec, a non-inferiority test of 1 − time ratio (flyvec / word2vec,
 #    trained one after the other in one process, speed_repeats times) with margin 0.10 (timing noise on a shared CPU),
 #    a paired t over the repeats.
@@ -115,7 +117,7 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
     counted, notes = [], []
     for n in SETS:
         seps = {m: floor_separation(per_seed(df, m, f"{n}_rho"), per_seed(df, f, f"{n}_rho"), margin) for m, f in FLOORS.items()}
-        if any(ok for ok, _ in seps.values()) and seps["word2vec"][0]:
+        if seps["word2vec"][0]:  # the metric separates a trained model from its floor on this set
             counted.append(n)
         notes.append(f"{n} ({'counted' if n in counted else 'not counted'}): "
                      + "; ".join(f"{m} vs {FLOORS[m]} {text}" for m, (ok, text) in seps.items()))

@@ -8,6 +8,7 @@ checkpoint is loaded, see the module's docstring).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
@@ -23,15 +24,29 @@ MARGIN_SOURCE = ("scale argument: acc@1 over ~600 test mentions (eval_max_mentio
                  "error of about 0.019, so 3 points is 1.5-2 standard errors of one evaluation, the smallest loss "
                  "the test set can tell from none")
 PRIMARY = Comparison("genre", "dual_encoder", "acc_at_1", kind="noninferior", margin=MARGIN, source=MARGIN_SOURCE)
+# reported beside the overall line, the same test on the mentions where lexical match does not decide (not their
+# title) and on entities never seen in training; the overall line alone decides the claim
+BESIDE = tuple(replace(PRIMARY, metric=m, label=f"genre vs dual_encoder, {what} (reported)")
+               for m, what in (("acc_at_1_nontrivial", "non-trivial mentions"), ("acc_at_1_unseen", "unseen entities")))
+# Competence (issue 27): GENRE must copy a mention that is exactly its title before its accuracy says anything about
+# entity retrieval; the paper's BART brings that from denoising pre-training. Declared before the run.
+COPY_GATE = 0.97
 
 
 def claim_verdict(df: pd.DataFrame) -> Verdict:
-    """GENRE non-inferior to the dual encoder on acc@1, once both beat the exact-title baseline by the margin."""
+    """GENRE non-inferior to the dual encoder on acc@1, once GENRE copies exact titles and both models beat the
+    exact-title baseline by the margin; the non-trivial and unseen lines reported beside."""
     j = judge(df, PRIMARY)
+    beside = [judge(df, c) for c in BESIDE if per_seed(df, "genre", c.metric)]
     acc = {v: seed_stats(df, v, "acc_at_1") for v in ("genre", "dual_encoder", "genre_unconstrained", "bm25")}
     missing = [v for v in ("genre", "dual_encoder") if acc[v][2] == 0]
     if missing:
-        return make_verdict("inconclusive", [j], f"missing acc_at_1 for {', '.join(missing)}")
+        return make_verdict("inconclusive", [j, *beside], f"missing acc_at_1 for {', '.join(missing)}")
+    copy, copy_sd, copy_n = seed_stats(df, "genre", "acc_at_1_exact")
+    copied = copy_n > 0 and copy >= COPY_GATE
+    j = gate(j, copied, f"GENRE copies mentions that are exactly their title at {copy:.3f} (mean over {copy_n} seeds), "
+                        f"below the {COPY_GATE} a competent seq2seq reaches: not judged until it does"
+             if copy_n else "no acc_at_1_exact rows: GENRE's copying of exact titles is not shown")
     # the floor: the exact-title string match, scored on the same seeded test subsample as each model (paired by seed)
     trivial = per_seed(df, "genre", "trivial_acc")
     separation = {v: floor_separation(per_seed(df, v, "acc_at_1"), trivial, MARGIN) for v in ("genre", "dual_encoder")}
@@ -45,14 +60,15 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
     mem = {v: mean(v, "index_mb") for v in ("genre", "dual_encoder", "bm25")}
     share = mem["genre"] / mem["dual_encoder"] if mem["dual_encoder"] else float("nan")
     evidence = (
-        f"acc@1 genre_unconstrained {acc['genre_unconstrained'][0]:.3f}, bm25 {acc['bm25'][0]:.3f}; string-match "
-        f"baselines: exact title {mean('genre', 'trivial_acc'):.3f}, alias table {mean('genre', 'alias_acc'):.3f}; "
-        f"measured, not conditions: index MB trie {mem['genre']:.2f} ({share:.2f} of the "
-        f"dense {mem['dual_encoder']:.2f}), bm25 {mem['bm25']:.2f}; valid outputs constrained "
+        f"exact-title mentions copied: genre {copy:.3f}, dual encoder {mean('dual_encoder', 'acc_at_1_exact'):.3f} "
+        f"(gate {COPY_GATE}); acc@1 genre_unconstrained {acc['genre_unconstrained'][0]:.3f}, bm25 {acc['bm25'][0]:.3f}; "
+        f"string-match baselines: exact title {mean('genre', 'trivial_acc'):.3f}, alias table "
+        f"{mean('genre', 'alias_acc'):.3f}; measured, not conditions: index MB trie {mem['genre']:.2f} ({share:.2f} of "
+        f"the dense {mem['dual_encoder']:.2f}), bm25 {mem['bm25']:.2f}; valid outputs constrained "
         f"{mean('genre', 'valid_output_rate'):.3f} (1 by construction of the trie), unconstrained "
         f"{mean('genre_unconstrained', 'valid_output_rate'):.3f}"
     )
-    return make_verdict(j.status, [j], evidence)
+    return make_verdict(j.status, [j, *beside], evidence)
 
 
 @register_benchmark
@@ -71,10 +87,13 @@ def genre() -> Benchmark:
             f"GENRE is non-inferior to the dual encoder on acc@1 with margin {MARGIN} (3 points: 1.5-2 standard errors "
             "of accuracy on ~600 test mentions): the 90 % paired-t interval of genre − dual_encoder over seeds (same "
             f"seed = same test subsample) holds if its lower end is above −{MARGIN}, does not hold if its upper "
-            f"end is below −{MARGIN}, else inconclusive (with the seeds that would decide it). Inconclusive unless both "
+            f"end is below −{MARGIN}, else inconclusive (with the seeds that would decide it). Inconclusive unless GENRE "
+            f"copies the mentions that are exactly their title (acc@1 on them, mean over seeds) at {COPY_GATE} or more, "
+            "and both "
             "genre and dual_encoder beat the exact-title string-match baseline's acc@1 by more than the margin (lower "
             "end of the 95 % paired interval of model − baseline above it). Index memory (trie vs dense) and the "
-            "constrained outputs' validity are reported as measurements, not conditions"
+            "constrained outputs' validity are reported as measurements, not conditions; the same test on the non-trivial "
+            "mentions and on unseen entities is reported beside, not deciding"
         ),
         variants=[
             Variant("genre", "method", {}, "BART from scratch, title generated with beam search constrained by the KB trie"),
@@ -128,6 +147,8 @@ def genre() -> Benchmark:
             Metric("acc_at_1_unseen", True, tolerance=0.05, description="acc@1 on test mentions whose entity never occurs in training"),
             Metric("acc_at_1_nontrivial", True, tolerance=0.1,
                    description="acc@1 on test mentions that are not their title (first letter capitalised)"),
+            Metric("acc_at_1_exact", True, tolerance=0.05,
+                   description="acc@1 on test mentions that are exactly their title: copying, GENRE's competence gate"),
             Metric("recall_at_k", True, tolerance=0.05, description="gold entity among the k beams / top-k (recall_at_k@k=K)"),
             Metric("valid_output_rate", True, tolerance=0.05, description="share of top-1 outputs that are KB titles"),
             Metric("index_mb", False, kind="info", description="index memory: trie arrays, faiss flat index, bm25s sparse scores"),

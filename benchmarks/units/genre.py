@@ -119,7 +119,8 @@ def accuracy_rows(preds: list[list[int]], test: list[Mention], dm: EntityDataMod
     seen = np.array([m.entity in seen_set for m in test])
     hard = ~np.array([m.is_exact for m in test])
     rows = [Measurement("acc_at_1", float(hit.mean())), Measurement(f"recall_at_k@k={k}", float(in_k.mean()))]
-    for name, subset in (("acc_at_1_seen", seen), ("acc_at_1_unseen", ~seen), ("acc_at_1_nontrivial", hard)):
+    for name, subset in (("acc_at_1_seen", seen), ("acc_at_1_unseen", ~seen), ("acc_at_1_nontrivial", hard),
+                         ("acc_at_1_exact", ~hard)):
         if subset.any():  # an empty subset (a tiny smoke split) gives no row rather than a NaN
             rows.append(Measurement(name, float(hit[subset].mean())))
     return rows

@@ -237,12 +237,17 @@ def bm25_index(titles: Sequence[str]):
 
 
 def bm25_search(retriever, queries: Sequence[str], k: int) -> np.ndarray:
-    """[B, k] KB indices, best first (a query with no known word gets arbitrary ones)."""
+    """[B, k] KB indices, best first. A query with no indexed word (only stop words, like "The Of", or words no title
+    has) scores every title 0, and bm25s would return arbitrary titles: it gets no answer instead (-1)."""
     import bm25s
 
     tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
+    words = {i: w for w, i in tokens.vocab.items()}
+    known = np.array([any(words[i] and words[i] in retriever.vocab_dict for i in ids) for ids in tokens.ids], dtype=bool)
     docs, _ = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-    return np.asarray(docs)
+    docs = np.asarray(docs).copy()
+    docs[~known] = -1
+    return docs
 
 
 def bm25_index_bytes(retriever) -> int:
