@@ -508,8 +508,10 @@ def test_unigram_floor_is_the_cross_entropy_of_training_frequencies():
 # --------------------------------------------------------------------------------------
 # The verdict
 # --------------------------------------------------------------------------------------
-def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_floor: float = 6.4) -> pd.DataFrame:
-    """Per-seed values (tuples of one length) for every scheme."""
+def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_floor: float = 6.4,
+                 slope: float = -1e-4) -> pd.DataFrame:
+    """Per-seed values (tuples of one length) for every scheme; a loss curve on random spans at
+    steps 250..1000 falling ``slope`` nats per step to the final loss."""
     rows = []
     n = len(gaps["pmi"])
     for v in ("pmi", "random", "whole_word", "span"):
@@ -518,6 +520,8 @@ def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_fl
             rows.append(dict(variant=v, seed=seed, metric="heldout_loss@mask=span", value=span_loss[v][seed], step=None))
             rows.append(dict(variant=v, seed=seed, metric="floor_loss@mask=span", value=span_floor, step=None))
             rows.append(dict(variant=v, seed=seed, metric="below_floor", value=(below or {}).get(v, (0.8,) * n)[seed], step=None))
+            rows += [dict(variant=v, seed=seed, metric="heldout_loss_curve", step=float(step),
+                          value=span_loss[v][seed] + slope * (step - 1000)) for step in (250, 500, 750, 1000)]
     return pd.DataFrame(rows)
 
 
@@ -525,58 +529,87 @@ def wiggle(x: float, n: int = 5, spread: float = 0.01) -> tuple[float, ...]:
     return tuple(x + spread * (-1) ** s for s in range(n))
 
 
-# 5 seeds: PMI's shortcut gap 0.17 below both baselines', its span loss 0.1 nats below
-GAPS = {"pmi": wiggle(0.02), "random": wiggle(0.19, spread=0.015), "whole_word": wiggle(0.19), "span": wiggle(0.02)}
+# 5 seeds: PMI's shortcut gap 0.17 below the three baselines', its span loss 0.1 nats below random's and whole_word's
+GAPS = {"pmi": wiggle(0.02), "random": wiggle(0.19, spread=0.015), "whole_word": wiggle(0.19), "span": wiggle(0.19)}
 LOSS = {"pmi": wiggle(5.5), "random": wiggle(5.6, spread=0.015), "whole_word": wiggle(5.6), "span": wiggle(5.35)}
 
 
-def test_verdict_rests_on_paired_intervals_of_four_declared_comparisons():
+def test_verdict_rests_on_paired_intervals_of_five_declared_comparisons():
     from benchmarks.specs.pmi_masking import COMPARISONS, claim_verdict
 
     holds = claim_verdict(verdict_rows(GAPS, LOSS))
-    assert holds.status == "holds" and len(holds.judgements) == 4
+    assert holds.status == "holds" and len(holds.judgements) == 5
     assert [(j.comparison.baseline, j.comparison.metric) for j in holds.judgements] == \
-        [(c.baseline, c.metric) for c in COMPARISONS]
+        [(c.baseline, c.metric) for c in COMPARISONS] == [
+            ("random", "shortcut_gap"), ("whole_word", "shortcut_gap"), ("span", "shortcut_gap"),
+            ("random", "heldout_loss@mask=span"), ("whole_word", "heldout_loss@mask=span")]
     gap = holds.judgements[0]  # pmi vs random, shortcut gap: baseline − pmi, positive favours PMI
     assert gap.estimate.effect == pytest.approx(0.17, abs=0.002) and gap.estimate.n == 5 and gap.estimate.low > 0.02
     assert "half the steps" in holds.evidence  # says what this scale cannot show
-    # PMI worse than random on span loss, reliably: does not hold
+    # PMI worse than random on span loss, reliably, both below that floor: does not hold
     worse = dict(LOSS, random=wiggle(5.4))
     v = claim_verdict(verdict_rows(GAPS, worse))
-    assert v.status == "does not hold" and v.judgements[2].estimate.high < 0
+    assert v.status == "does not hold" and v.judgements[3].estimate.high < 0
     # a gain reliably smaller than the smallest effect counted (0.005 nats, measured tightly) does not hold either
     small = dict(LOSS, whole_word=wiggle(5.505, spread=0.0102))
     assert claim_verdict(verdict_rows(GAPS, small)).status == "does not hold"
+    # the span baseline's gap decides too: PMI leaning on collocations more than span does is "does not hold"
+    assert claim_verdict(verdict_rows(dict(GAPS, span=wiggle(-0.02)), LOSS)).status == "does not hold"
 
 
-def test_verdict_two_noisy_seeds_stay_inconclusive():
+def test_verdict_two_noisy_seeds_stay_inconclusive_and_say_how_many_would_decide():
     from benchmarks.specs.pmi_masking import claim_verdict
 
     gaps = {k: v[:2] for k, v in GAPS.items()}
     loss = {k: v[:2] for k, v in LOSS.items()}
-    # whole_word's span loss: per-seed differences +0.1 and 0.0, where 5 seeds of the same spread would decide
-    loss["whole_word"] = (5.61, 5.49)
+    # whole_word's gap: per-seed differences +0.1 and 0.0, where more seeds of the same spread would decide
+    gaps["whole_word"] = (0.13, 0.01)
     v = claim_verdict(verdict_rows(gaps, loss))
-    assert v.status == "inconclusive" and v.judgements[3].status == "inconclusive"
-    assert v.judgements[3].seeds_needed is not None and "seeds would decide it" in v.evidence
+    assert v.status == "inconclusive" and v.judgements[1].status == "inconclusive"
+    assert v.judgements[1].seeds_needed is not None and "seeds would decide it" in v.evidence
     one_seed = verdict_rows(GAPS, LOSS)
     assert claim_verdict(one_seed[one_seed["seed"] == 0]).status == "inconclusive"  # no interval with one seed
 
 
-def test_verdict_gates_on_models_that_learned():
+def test_verdict_gates_each_pair_on_models_that_learned():
     from benchmarks.specs.pmi_masking import claim_verdict
 
+    # a model on the unigram plateau makes its comparisons inconclusive, whatever the intervals say
+    plateau = claim_verdict(verdict_rows(GAPS, LOSS, below={"span": (0.8, 0.1, 0.8, 0.8, 0.8)}))
+    assert plateau.status == "inconclusive" and "span seed 1 (0.10)" in plateau.evidence
+    assert "(span: its curve would reach it after" in plateau.evidence  # its curve is on its own masking: the scale
+    assert [j.status for j in plateau.judgements] == ["holds", "holds", "inconclusive", "holds", "holds"]
+    pmi_flat = claim_verdict(verdict_rows(GAPS, dict(LOSS, random=wiggle(5.4)), below={"pmi": (0.29,) * 5}))
+    assert pmi_flat.status == "inconclusive" and {j.status for j in pmi_flat.judgements} == {"inconclusive"}
+
+
+def test_loss_on_random_spans_counts_only_where_both_models_are_below_its_floor():
+    from benchmarks.specs.pmi_masking import claim_verdict
+
+    # 0.25 and 0.15 nats below the floor (floor 5.75, pmi 5.502, whole_word 5.602 over the 5 seeds): not 0.3, so PMI
+    # "worse" there says nothing and the shortcut gaps decide; the gate says how many steps the curves would need
+    # (whole_word: 0.152 nats to go at 1e-4 nats per step after step 1,000)
     worse = dict(LOSS, random=wiggle(5.4))
-    # a model on the unigram plateau makes everything inconclusive, whatever the intervals say
-    plateau = claim_verdict(verdict_rows(GAPS, worse, below={"random": (0.8, 0.1, 0.8, 0.8, 0.8)}))
-    assert plateau.status == "inconclusive" and "random seed 1 (0.10)" in plateau.evidence
-    assert all(j.status == "inconclusive" for j in plateau.judgements)
-    # losses on random spans within 0.3 nats of the floor are not compared: PMI "worse" there says nothing
-    at_floor = claim_verdict(verdict_rows(GAPS, worse, span_floor=5.8))
-    assert at_floor.status == "inconclusive" and "not below the floor by the margin" in at_floor.evidence
-    assert [j.status for j in at_floor.judgements] == ["holds", "holds", "inconclusive", "inconclusive"]
-    # the span baseline is reported, not compared: its margin does not gate the verdict
-    assert claim_verdict(verdict_rows(GAPS, LOSS, below={"span": (0.05,) * 5})).status == "holds"
+    at_floor = claim_verdict(verdict_rows(GAPS, worse, span_floor=5.75))
+    assert at_floor.status == "holds" and "gate closed" in at_floor.evidence
+    assert [j.status for j in at_floor.judgements] == ["holds", "holds", "holds", "inconclusive", "inconclusive"]
+    assert "pmi: floor − loss" in at_floor.evidence and "after at least 2,520 pretraining steps" in at_floor.evidence
+    flat = claim_verdict(verdict_rows(GAPS, worse, span_floor=5.75, slope=1e-4))
+    assert "not falling at this budget" in flat.evidence
+    # with the gate open the same losses decide: does not hold
+    assert claim_verdict(verdict_rows(GAPS, worse)).status == "does not hold"
+
+
+def test_steps_to_margin_extrapolates_the_curve_past_its_first_checkpoint():
+    from benchmarks.specs.pmi_masking import steps_to_margin
+
+    # loss − floor = 0.1 − 1e-4 (step − 250) after the first checkpoint, which is off the line: -0.3 at step 4,250
+    curve = {0: [(250, 9.0), (500, 6.075), (750, 6.05), (1000, 6.025)], 1: [(500, 6.175), (750, 6.15), (1000, 6.125)]}
+    assert steps_to_margin(curve, {0: 6.0, 1: 6.1}, 0.3) == pytest.approx(4250)
+    assert steps_to_margin(curve, {0: 6.5, 1: 6.6}, 0.3) == 0.0  # already 0.475 below
+    assert steps_to_margin({0: [(250, 6.0), (500, 6.1), (750, 6.2)]}, {0: 6.0}) == math.inf
+    with pytest.raises(ValueError, match="at least 3 checkpoints"):
+        steps_to_margin({0: [(250, 6.0), (500, 6.1)]}, {0: 6.0})
 
 
 def test_the_cross_evaluation_matrix_is_drawn_from_every_row_of_the_run(tmp_path):
