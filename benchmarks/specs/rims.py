@@ -7,24 +7,30 @@ Not checked on a GPU: the ``full`` preset (MNIST from ``--data-dir``, the paper'
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
-from benchmarks.verdict import Comparison, gate, judge, make_verdict, per_seed, seed_stats
+from benchmarks.verdict import Comparison, gate, judge, judge_values, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 UNITS = "benchmarks.units.rims"
-LEARNED_MARGIN = 0.10  # a task counts only if both variants' ID accuracy beats its trivial floor by this much
+# Competence (issue 27), declared before the run: a task counts only when both models reach this in-distribution
+# accuracy (mean over seeds), what a trained model does on it: copying is solved exactly by the paper's models; on the
+# 8x8 digits a logistic regression reaches about 0.93 (reported beside as reference_acc@digits)
+COMPETENT = {"digits": 0.85, "copying": 0.95}
 TASKS = {  # task: (ID accuracy, OOD accuracy, trivial floor)
     "digits": ("acc_id", "acc_ood", "trivial_floor@digits_acc"),
     "copying": ("copy_acc_id", "copy_acc_ood", "trivial_floor@copy_acc"),
 }
 
 # -------------------------------------------------------------------------------- verdict
-# Declared before the run, per task: the claim (a smaller OOD drop, rims vs the matched LSTM, paired by seed) and the
-# guard beside it (the OOD accuracy itself: a smaller drop that comes from a lower ID accuracy is no better).
+# Declared before the run, per task: the claim (a smaller OOD drop, rims vs the matched LSTM, paired by seed, the drop
+# averaged over every out-of-distribution setting: each larger resolution, each longer gap) and the guard beside it
+# (the OOD accuracy itself: a smaller drop that comes from a lower ID accuracy is no better). Each setting's drop is
+# reported beside, so the evidence says where RIMs is ahead and where not.
 MIN_DROP_GAIN = 0.02  # 2 points of accuracy; the paper's OOD gaps over its LSTM are 5.5-21 points (Table 1, right)
 OOD_MARGIN = 0.02  # rims' OOD accuracy may be below the lstm's by at most this (the same scale as MIN_DROP_GAIN)
 DROP = {task: Comparison(
@@ -40,16 +46,39 @@ OOD = {task: Comparison(
     for task, (_, ood, _) in TASKS.items()}
 
 
-def learned(df: pd.DataFrame, id_metric: str, floor_metric: str) -> tuple[bool, str]:
-    """Every seed of both variants at least LEARNED_MARGIN above the task's trivial floor (ID accuracy)."""
+def competent(df: pd.DataFrame, task: str, id_metric: str, floor_metric: str) -> tuple[bool, str]:
+    """Both variants' in-distribution accuracy (mean over seeds) at least COMPETENT[task]; the text shows them beside
+    the trivial floor and (digits) the logistic-regression reference."""
     floor = seed_stats(df, "rims", floor_metric)[0]
     if math.isnan(floor):  # no rims floor rows
         floor = seed_stats(df, "lstm", floor_metric)[0]
     ids = {v: per_seed(df, v, id_metric) for v in ("rims", "lstm")}
     shown = ", ".join(f"{v} " + "/".join(f"{x:.3f}" for _, x in sorted(xs.items())) for v, xs in ids.items())
-    text = f"ID accuracy {shown}, trivial floor {floor:.3f}"
-    ok = not math.isnan(floor) and all(xs and all(x >= floor + LEARNED_MARGIN for x in xs.values()) for xs in ids.values())
+    reference = seed_stats(df, "lstm", f"reference_acc@{task}")[0]
+    text = (f"ID accuracy {shown} (needed {COMPETENT[task]}), trivial floor {floor:.3f}"
+            + (f", logistic regression {reference:.3f}" if not math.isnan(reference) else ""))
+    ok = all(xs and sum(xs.values()) / len(xs) >= COMPETENT[task] for xs in ids.values())
     return ok, text
+
+
+def settings(df: pd.DataFrame, task: str) -> list[tuple[str, str, float | None]]:
+    """The OOD settings the rows measure: (label, metric, step) of each larger resolution / longer gap."""
+    if task == "digits":
+        sides = sorted({int(m.split("=", 1)[1]) for m in df["metric"].astype(str) if m.startswith("acc@side=")})
+        return [(f"side {n}", f"acc@side={n}", None) for n in sides[1:]]
+    gaps = sorted({float(x) for x in df.loc[df["metric"] == "copy_acc_vs_gap", "step"].dropna()})
+    return [(f"gap {g:g}", "copy_acc_vs_gap", g) for g in gaps[1:]]
+
+
+def setting_lines(df: pd.DataFrame, task: str, id_metric: str) -> list:
+    """rims vs lstm on the drop at each OOD setting (reported, not deciding)."""
+    lines = []
+    for label, metric, step in settings(df, task):
+        drops = {v: {s: ids[s] - x for s, x in per_seed(df, v, metric, step).items() if s in ids}
+                 for v in ("rims", "lstm") for ids in [per_seed(df, v, id_metric)]}
+        c = replace(DROP[task], metric=f"drop at {label}", label=f"rims vs lstm, drop at {label} ({task}, reported)")
+        lines.append(judge_values(c, drops["rims"], drops["lstm"]))
+    return lines
 
 
 def task_status(drop, ood) -> str:
@@ -64,15 +93,19 @@ def claim_verdict(df: pd.DataFrame) -> Verdict:
     judgements, statuses, notes = [], [], []
     for task, (id_metric, _, floor_metric) in TASKS.items():
         drop, ood = judge(df, DROP[task]), judge(df, OOD[task])
-        ok, text = learned(df, id_metric, floor_metric)
+        ok, text = competent(df, task, id_metric, floor_metric)
         if not ok:
-            why = f"{task} not learned: a variant's ID accuracy is within {LEARNED_MARGIN} of the trivial floor in some seed"
+            why = f"{task} not learned: a variant's mean ID accuracy is below {COMPETENT[task]}"
             drop, ood = gate(drop, False, why), gate(ood, False, why)
         status = task_status(drop, ood)
+        lines = setting_lines(df, task, id_metric)
+        ahead = [j.comparison.metric[len("drop at "):] for j in lines if j.estimate.effect > 0]
+        behind = [j.comparison.metric[len("drop at "):] for j in lines if j.estimate.effect <= 0]
         k_all = seed_stats(df, "rims_k_all", f"ood_drop@{task}")[0]
-        notes.append(f"{task}: {text}; rims_k_all OOD drop {k_all:.3f} (ablation, not judged) → "
+        notes.append(f"{task}: {text}; rims' drop smaller at {', '.join(ahead) or 'no setting'}, not at "
+                     f"{', '.join(behind) or 'any other'}; rims_k_all OOD drop {k_all:.3f} (ablation, not judged) → "
                      + (f"{status}" if ok else "not counted"))
-        judgements += [drop, ood]
+        judgements += [drop, ood, *lines]
         statuses.append(status)
     if "holds" in statuses and "does not hold" not in statuses:
         verdict = "holds"
@@ -95,13 +128,13 @@ def rims() -> Benchmark:
         ),
         verdict_rule=(
             "per task (digits: accuracy at the training resolution minus the mean over the larger test resolutions; "
-            "copying: per-symbol accuracy at the training gap minus at the longest test gap), paired by seed: rims' OOD "
+            "copying: per-symbol accuracy at the training gap minus the mean over the longer test gaps), paired by seed: rims' OOD "
             f"drop is smaller than the lstm's (95 % paired t-interval of lstm − rims above 0, smallest gain counted "
             f"{MIN_DROP_GAIN}) and its OOD accuracy is not shown lower by more than {OOD_MARGIN} (90 % interval, a "
             "non-inferiority test) → better on that task; the drop gain's interval wholly below "
             f"{MIN_DROP_GAIN}, or rims' OOD accuracy shown lower by more than {OOD_MARGIN} → worse; else inconclusive. "
-            f"A task counts only if both variants' in-distribution accuracy beats its trivial floor by {LEARNED_MARGIN} "
-            "in every seed. Holds if rims is better on at least one counted task and worse on none; does not hold if "
+            f"A task counts only if both variants' in-distribution accuracy (mean over seeds) reaches {COMPETENT['digits']} "
+            f"(digits) or {COMPETENT['copying']} (copying). Each setting's drop is reported beside. Holds if rims is better on at least one counted task and worse on none; does not hold if "
             "worse on at least one and better on none; else (mixed, undecided, nothing learned) inconclusive"
         ),
         variants=[
@@ -142,11 +175,11 @@ def rims() -> Benchmark:
             Metric("acc_vs_resolution", True, curve=True, tolerance=0.05, x_label="test resolution (side, pixels)",
                    description="test accuracy per resolution; trained at the smallest"),
             Metric("ood_drop", False, tolerance=0.5,
-                   description="ID accuracy minus OOD accuracy (@digits: mean over larger resolutions; @copying: longest gap)"),
+                   description="ID accuracy minus OOD accuracy (the mean over larger resolutions / longer gaps)"),
             Metric("copy_ce_id", False, tolerance=0.2, description="copying: cross-entropy of the copied symbols at the training gap"),
             Metric("copy_ce_ood", False, tolerance=0.2, description="copying: cross-entropy at the longest test gap"),
             Metric("copy_acc_id", True, tolerance=0.05, description="copying: per-symbol accuracy at the training gap"),
-            Metric("copy_acc_ood", True, tolerance=0.05, description="copying: per-symbol accuracy at the longest test gap"),
+            Metric("copy_acc_ood", True, tolerance=0.05, description="copying: per-symbol accuracy, mean over the longer test gaps"),
             Metric("copy_ce_vs_gap", False, curve=True, x_label="gap (blanks between the symbols and the marker)",
                    description="copying cross-entropy per gap; trained at the smallest"),
             Metric("copy_acc_vs_gap", True, curve=True, x_label="gap (blanks between the symbols and the marker)",
@@ -154,6 +187,8 @@ def rims() -> Benchmark:
             Metric("unit_activity", True, kind="info", curve=True, x_label="input position (pixel, training resolution)",
                    description="fraction of test digits in which the unit is active at each pixel (RIM variants)"),
             Metric("params", False, kind="info", description="trainable parameters (@digits, @copying)"),
+            Metric("reference_acc", True, kind="info",
+                   description="digits: a logistic regression on the same training pixels, at the training resolution"),
             Metric("trivial_floor", True, kind="info",
                    description="what a model without memory scores: majority-class accuracy, uniform-over-8-symbols CE and accuracy"),
             Metric("steps_per_s", True, kind="efficiency", tolerance=0.25, description="training steps per second (median step)"),
