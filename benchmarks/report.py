@@ -312,9 +312,9 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
             if beside_ours(bench, part):
                 out += ["_The paper column holds the paper's own numbers for the model family our `full` preset runs, "
                         "on the paper's dataset; ours are from this run._", ""]
-            out += paper_context_note(bench, part)
             for path in plot_curves(bench, part, plots_dir, prefix=dataset if len(datasets) > 1 else ""):
                 out += [f"![{path.stem}]({path.relative_to(run_dir).as_posix()})", ""]
+        out += paper_context_note(bench, sub)  # once per benchmark, whatever its tasks
         art = run_dir / "artifacts" / name
         if bench and bench.report_artifacts is not None and not sub.empty:
             try:

@@ -48,6 +48,7 @@ CONFIDENCE = 0.95  # two-sided, for "better than"
 # Simulated with no effect (normal paired differences, 2,000 trials, iqm_difference): the 95 % interval's lower end
 # was above 0 in 25 % of trials at 2 runs, 12 % at 3, 7 % at 4, 5 % at 5, 3 % at 6, 2-3.5 % at 8-15 (nominal 2.5 %).
 MIN_BOOTSTRAP_RUNS = 6
+IQM_BOOTSTRAP = "IQM stratified bootstrap"  # the estimate method that needs MIN_BOOTSTRAP_RUNS runs
 TOST_CONFIDENCE = 0.90  # two one-sided tests at 5 % each = a 90 % two-sided interval
 POWER = 0.8  # for the number of seeds that would decide a claim
 MAX_SEEDS_REPORTED = 200  # beyond this, "no affordable number of seeds"
@@ -228,11 +229,11 @@ def iqm_difference(method: Sequence[float], baseline: Sequence[float], confidenc
     n = min(len(m), len(b))
     sd = float(np.std(m - b, ddof=1)) if len(m) == len(b) and n > 1 else math.nan
     if len(m) != len(b) or n < MIN_BOOTSTRAP_RUNS:  # no interval that holds its level (above)
-        return Estimate(effect, math.nan, math.nan, n, confidence, "IQM stratified bootstrap", sd)
+        return Estimate(effect, math.nan, math.nan, n, confidence, IQM_BOOTSTRAP, sd)
     idx = np.random.default_rng(seed).integers(0, n, size=(reps, n))
     draws = stats.trim_mean(m[idx], 0.25, axis=1) - stats.trim_mean(b[idx], 0.25, axis=1)
     lo, hi = np.quantile(draws, [0.5 - confidence / 2, 0.5 + confidence / 2])
-    return Estimate(effect, float(lo), float(hi), n, confidence, "IQM stratified bootstrap", sd)
+    return Estimate(effect, float(lo), float(hi), n, confidence, IQM_BOOTSTRAP, sd)
 
 
 def _resampled_midranks(x, counts):
@@ -396,7 +397,7 @@ def judgement(c: Comparison, est: Estimate, means: tuple[float, float] = (math.n
     """A Judgement from an estimate made elsewhere (a bootstrap), with the seeds estimate."""
     decided = status or decide(c.kind, est, c.delta, c.margin)
     notes = [note] if note else []
-    bootstrap = "bootstrap" in est.method
+    bootstrap = est.method == IQM_BOOTSTRAP  # (a bootstrap over items, as flyvec's, has its own interval at any n)
     least = MIN_BOOTSTRAP_RUNS if bootstrap else 2
     if est.n < least and math.isfinite(est.effect):
         notes.append(f"{est.n} paired value(s): no interval; a {'bootstrap' if bootstrap else 't'} interval needs at "

@@ -320,6 +320,8 @@ def test_verdict_holds_when_both_methods_score_the_pairs_alike_and_the_margin_co
     assert q.estimate.method == "paired bootstrap over items and seeds" and abs(q.estimate.effect) < 0.03
     assert q.status == "holds" and t.status == "holds" and v.status == "holds"
     assert "the pairs alone give" in v.evidence and "ws353 (counted)" in v.evidence and "simlex (counted)" in v.evidence
+    four = claim_verdict(_rows(seeds=4))  # a bootstrap over pairs and seeds has an interval at 4 seeds (IQM's needs 6)
+    assert "no interval" not in four.evidence and four.judgements[0].estimate.n == 4
 
 
 def test_verdict_does_not_hold_when_flyvec_scores_the_pairs_much_worse_or_is_slower():
