@@ -12,7 +12,7 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import Benchmark, FastDev, Metric, PaperParams, PaperRef, Task, Variant, Verdict, lazy, register_benchmark
 from benchmarks.verdict import (
     Comparison, floor_separation, gate, judge, make_verdict, per_seed, seed_stats, seeds_to_decide, seeds_to_separate,
 )
@@ -173,6 +173,17 @@ def flyvec() -> Benchmark:
         extras={"paired_timing": lazy(f"{UNITS}:paired_timing")},
         verdict=claim_verdict,
         alone=("paired_timing",),  # timings: runs with no other unit beside it
+        tasks={"full": {"wikitext": Task()}},  # WikiText raw files (the paper trains on OpenWebText)
+        # fast dev run: one epoch of each method, the k sweep's first point, one paired timing
+        fast_dev=FastDev(config=dict(epochs=1, w2v_epochs=1, speed_repeats=1, k_sweep=[2])),
+        paper_architecture="FlyVec: K = 400 Kenyon cells over a 20,000-word vocabulary (W: K x 2V); word2vec skip-gram "
+                           "of 300 dimensions on the same vocabulary",
+        paper_params=[PaperParams("flyvec", 16_000_000, "K x 2 N_voc with K = 400 (the reference launcher's --hid) and "
+                                  "N_voc = 20,000 (the full preset's vocabulary): our arithmetic, no count is published",
+                                  tolerance=0.0, note="the vocabulary a corpus yields may be smaller than 20,000"),
+                      PaperParams("word2vec", 12_000_000, "2 V D (syn0 and syn1neg) with V = 20,000, D = 300: our "
+                                  "arithmetic, no count is published", tolerance=0.0)],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the floor gates need about 6-7 seeds at the stored spread; the equivalence itself sits at its margin (no
         # affordable number decides it); 14 s per seed

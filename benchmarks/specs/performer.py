@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, floor_separation, gate, judge, make_verdict, per_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,6 +170,21 @@ def performer() -> Benchmark:
         extras={"estimator_error": lazy(f"{UNITS}:estimator_error"), "scaling": lazy(f"{UNITS}:scaling")},
         verdict=claim_verdict,
         alone=("scaling",),  # timings: runs with no other unit beside it
+        tasks={"full": {"listops_lra": Task()}},  # LRA's ListOps files (basic_*.tsv), lengths 500-2,000
+        # fast dev run: two batches per stage; the estimator curve's first point (one M, one sigma, one draw) and the
+        # scaling sweep's first point at the goal length; on a CPU a batch of 2 (softmax attention over 2,000 tokens,
+        # 8 heads, 6 layers at batch 32 needs about 25 GB for the attention matrices alone)
+        fast_dev=FastDev(config=dict(est_features=[256], est_qk_stds=[1.0], est_draws=1, sweep_lengths=[2048],
+                                     goal_length=2048, sweep_repeats=1, goal_threads=[]),
+                         batch_keys=("batch_size",), cpu_batch=2),
+        paper_architecture="LRA's ListOps Transformer encoder: 6 layers, d 512, 8 heads, MLP 2048 (performer_base.py); "
+                           "FAVOR+ with 256 features",
+        paper_params=[
+            PaperParams("favor", None, "none published: LRA (arXiv 2011.04006) and the Performer paper give the "
+                        "configuration (lra_benchmarks/listops/configs/base_listops_config.py), not a parameter count"),
+            PaperParams("softmax", None, "none published (as for favor); the same encoder with exact attention"),
+        ],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # non-inferiority needs about 3 paired seeds at the stored spread (from a 2-seed sd, so one more); 55 s per
         # seed

@@ -34,6 +34,15 @@ def build_module(config: dict, dm: SequenceDataModule) -> SequenceClassifier:
     return SequenceClassifier(dm.vocab_size, dm.num_classes, dm.max_len, **{k: config[k] for k in MODEL_KEYS})
 
 
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the variant's model for ``config`` on LRA ListOps (its 16-token vocabulary, 10 classes, the
+    config's max_length); about 20M, built on the CPU (its constructor draws a seed, which the meta device refuses)."""
+    from datamodules.sequences import LISTOPS_CLASSES, LISTOPS_VOCAB
+
+    module = SequenceClassifier(len(LISTOPS_VOCAB), LISTOPS_CLASSES, config["max_length"], **{k: config[k] for k in MODEL_KEYS})
+    return count_parameters(module)
+
+
 class ValCurve(L.Callback):
     """Validation accuracy after each validation run, keyed by the training step."""
 
