@@ -22,7 +22,7 @@ MODEL_KEYS = (
     "attention", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "nb_features", "kernel", "orthogonal",
     "redraw_interval", "lr", "weight_decay", "warmup_steps", "max_steps",
 )
-DATA_KEYS = ("batch_size", "num_train", "num_val", "num_test", "min_length", "max_length", "max_depth", "max_args", "side")
+DATA_KEYS = ("batch_size", "eval_batch_size", "num_train", "num_val", "num_test", "min_length", "max_length", "max_depth", "max_args", "side")
 OVER_TIME, OVER_MEMORY, OUT_OF_MEMORY = 1.0, 2.0, 3.0  # codes of the over_limit metric
 
 
