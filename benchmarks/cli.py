@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (BENCH.KEY scopes it)")
     r.add_argument("--fid-weights", default=None, metavar="PATH",
                    help="torch-fidelity's Inception weights file (score_sde: real FID/IS instead of the offline classifier)")
+    r.add_argument("--fast-dev-run", action="store_true",
+                   help="prove the preset before a GPU job: every unit runs one or two batches of each stage at the "
+                        "preset's model size, one seed, and records its parameter count, one step's time and peak "
+                        "memory; the rows are marked (the report says 'fast dev run', compare refuses them)")
+    r.add_argument("--fast-dev-batch", type=int, default=None, metavar="N",
+                   help="with --fast-dev-run: cap the batch sizes at N (default: the preset's batch on a GPU, the "
+                        "spec's CPU cap without one); the report extrapolates to the preset's batch")
+    r.add_argument("--stand-in-data", action="store_true",
+                   help="a real dataset that is not on disk is replaced by a generated stand-in in its own format "
+                        "(read by the real loader; the dataset column says '(stand-in)'); without it a missing "
+                        "dataset is exit 3 before any unit")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per unit (default: torch's)")
     r.add_argument("--timeout", type=float, default=None, help="seconds per unit (default: the spec's per preset)")
     r.add_argument("--out", default="results/runs")
@@ -145,23 +156,71 @@ def cmd_list(names: list[str] | None = None) -> int:
         print("  seeds:    " + ", ".join(f"{p} {b.seeds.get(p) or DEFAULT_SEEDS[p]}" + (f" ({own[p]})" if own[p] else "")
                                         for p in PRESETS))
         print("  metrics:  " + ", ".join(m.name + ("*" if m.primary else "") for m in b.metrics))
+        if b.paper_architecture:
+            print(f"  full:     {b.paper_architecture}")
     return EXIT_OK
 
 
 def _preflight_data(opts) -> None:
-    """Fail within seconds, before any unit starts, when a real dataset is missing."""
+    """Fail within seconds, before any unit starts, when a real dataset is missing; with ``--stand-in-data``,
+    write a stand-in in the dataset's own format instead (``datamodules.standin``), check that its loader reads it,
+    and record its folder in ``opts.stand_ins`` (the data dir of that benchmark's units on that dataset)."""
+    from benchmarks.plan import overrides_for
     from benchmarks.registry import get_benchmark
+    from datamodules import DatasetNotFoundError
+
+    def prepare(factory, config, data_dir) -> None:
+        data = factory(config, data_dir, 0)
+        method = getattr(data, "prepare_data", None)
+        if callable(method):
+            method()
 
     for name in opts.names:
         bench = get_benchmark(name)
+        if opts.stand_in_data:
+            _stand_in_checkpoints(bench, opts)
         for dataset in bench.tasks_for(opts.preset, opts.dataset):
             factory = bench.dataset(dataset)
             if dataset == bench.default_dataset:
                 continue
-            data = factory(bench.config(opts.preset, task=dataset), opts.data_dir, 0)
-            prepare = getattr(data, "prepare_data", None)
-            if callable(prepare):
-                prepare()
+            config = bench.config(opts.preset, task=dataset)
+            config.update(overrides_for(bench, opts.overrides, opts.names))
+            try:
+                prepare(factory, config, opts.data_dir)
+            except DatasetNotFoundError:
+                if not opts.stand_in_data:
+                    raise
+                from datamodules.standin import stand_in
+
+                folder = str(stand_in(dataset))
+                prepare(factory, config, folder)
+                opts.stand_ins[f"{name}/{dataset}"] = folder
+                print(f"{name}: {dataset} is not on disk; using a generated stand-in in its format from {folder}",
+                      file=sys.stderr)
+
+
+def _stand_in_checkpoints(bench, opts) -> None:
+    """``--stand-in-data`` for a spec's ``stand_in_keys``: a named checkpoint that is neither a local folder nor in
+    Hugging Face's local cache is replaced (``--set BENCH.KEY=<stand-in folder>``) by its stand-in."""
+    from datamodules.standin import WRITERS, stand_in
+
+    for key in bench.stand_in_keys:
+        value = bench.config(opts.preset).get(key)
+        if not value or os.path.isdir(str(value)) or f"{bench.name}.{key}" in opts.overrides or key in opts.overrides:
+            continue
+        try:
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(value, local_files_only=True)
+            continue  # cached locally: the real one
+        except OSError:
+            pass
+        if value not in WRITERS:
+            continue  # no stand-in: the unit fails with its own message
+        folder = str(stand_in(value))
+        opts.overrides[f"{bench.name}.{key}"] = folder
+        print(f"{bench.name}: checkpoint {value!r} is not available offline; using a stand-in of its architecture with "
+              f"random weights from {folder}", file=sys.stderr)
 
 
 def run_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -206,6 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         extras=not args.no_extras, fresh=args.fresh, wait=args.wait, timeout_s=args.timeout, quiet=args.quiet,
         logger=args.logger, cold_start=args.cold_start, jobs=args.jobs, launcher=args.launcher,
         slurm=slurm_parameters(args) if args.launcher != "process" else {},
+        fast_dev_run=args.fast_dev_run, fast_dev_batch=args.fast_dev_batch, stand_in_data=args.stand_in_data,
     )
     if args.threads is not None:
         if args.threads < 1:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from benchmarks.registry import UnknownNameError, get_benchmark
-from benchmarks.results import KEY, BadResultsError
+from benchmarks.results import KEY, BadResultsError, is_fast_dev
 
 DEFAULT_TOLERANCE = {"quality": 0.05, "efficiency": 0.25, "info": 0.0}
 HARDWARE = ["accelerator", "devices", "device_name"]
@@ -152,6 +152,10 @@ def compare(run: pd.DataFrame, ref: pd.DataFrame, allow_fewer_seeds: bool = Fals
     dataset and preset). A benchmark the run did not run at all is listed as only in the
     reference. Raises :class:`BadResultsError` when the two share nothing to compare.
     """
+    for df, what in ((ref, "the reference"), (run, "the run")):
+        if is_fast_dev(df):
+            raise BadResultsError(f"{what} holds fast dev run rows (--fast-dev-run: one or two batches per stage, "
+                                  f"maybe on stand-in data); they prove a code path and are not results to compare")
     ref, context = _split_scope(ref, run)
     failed = _failures(run)
     run_s, ref_s = _scalar(run), _scalar(ref)

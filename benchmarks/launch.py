@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from benchmarks.plan import visible_gpus  # noqa: F401  (re-exported)
 from benchmarks.results import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -200,17 +201,6 @@ class Echo:
 
 
 # ------------------------------------------------------------------- sharing the machine
-def visible_gpus(accelerator: str) -> list[str]:
-    """GPU ids units may be given under ``--jobs`` (without importing torch): those in
-    ``$CUDA_VISIBLE_DEVICES``, else one per NVIDIA device the driver lists; none for cpu."""
-    if accelerator == "cpu":
-        return []
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
-    return [str(i) for i in range(len(list(Path("/proc/driver/nvidia/gpus").glob("*"))))]
-
-
 class Slots:
     """``--jobs N`` slots: a unit takes as many as it uses devices. With GPUs, a slot is a
     GPU (the unit sees only its own through ``CUDA_VISIBLE_DEVICES``); without, a share of

@@ -200,6 +200,32 @@ class PaperNumber:
             raise ValueError(f"paper number {self.variant}/{self.metric}: a context number's source says why after 'context:'; got {self.source!r}")
 
 
+@dataclass(frozen=True)
+class FastDev:
+    """What a fast dev run (``--fast-dev-run``) changes in a preset: ``config`` sets the budget keys (steps, rounds,
+    samples, sweep points, evaluation sizes) to one or two iterations; it never names an architecture key, so the
+    model that runs is the preset's. ``batch_keys`` are the config keys that are per-device batch sizes; on a CPU
+    (no GPU visible) they are capped at ``cpu_batch`` (a batch at paper size may not fit 2 cores and a few GB), and
+    the report extrapolates the step's time and memory to the preset's batch, labelled as such."""
+
+    config: Mapping[str, Any] = field(default_factory=dict)
+    batch_keys: tuple[str, ...] = ()
+    cpu_batch: int | None = None
+
+
+@dataclass(frozen=True)
+class PaperParams:
+    """The parameter count of the paper's architecture for ``variant`` in the ``full`` preset, with its source (the
+    paper's table or the official config). ``tolerance`` is the relative difference a test accepts between our model
+    and ``params``; ``note`` says why they differ (a vocabulary size, a head the paper does not count)."""
+
+    variant: str
+    params: int | None  # None: no published count (``source`` says so); the architecture is still named
+    source: str
+    tolerance: float = 0.02
+    note: str = ""
+
+
 @dataclass
 class Benchmark:
     """One paper's benchmark: see DESIGN.md, "A benchmark".
@@ -245,6 +271,17 @@ class Benchmark:
     tasks: dict[str, dict[str, Task]] = field(default_factory=dict)
     # how the settings of the tuned variants were chosen (``iclrbench tune``), or None
     tuning: Tuning | None = None
+    # what --fast-dev-run changes (budgets to one or two iterations, a CPU batch cap); see FastDev
+    fast_dev: FastDev = field(default_factory=FastDev)
+    # the full preset's architecture: its name and, per variant, the parameter count with its source
+    paper_architecture: str = ""
+    paper_params: list[PaperParams] = field(default_factory=list)
+    # ``param_count(config, variant) -> int``: builds the variant's model for a config (on torch's meta device where
+    # it is large) and counts its parameters, without data; the test checks it against ``paper_params``
+    param_count: Callable[[dict[str, Any], str], int] | None = None
+    # config keys that name a download other than a dataset (a pre-trained checkpoint): with --stand-in-data, a value
+    # that is not available offline is replaced by the stand-in of that name (datamodules.standin)
+    stand_in_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -290,6 +327,11 @@ class Benchmark:
                 raise ValueError(f"{self.name}: tuning needs grids over known variants and config keys (unknown: "
                                  f"{unknown}), the same number of tries for every variant (got {tries}), a declared "
                                  f"score metric (got {t.score!r}) and seeds >= 1")
+        unknown = sorted(set(self.fast_dev.config) - set(self.defaults)) + sorted(set(self.fast_dev.batch_keys) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name}: fast_dev names unknown config keys {unknown}")
+        if any(p.variant not in names for p in self.paper_params):
+            raise ValueError(f"{self.name}: paper_params name variants outside {names}")
         for p in self.paper_numbers:
             if p.variant not in names or self.metric(p.metric) is None:
                 raise ValueError(f"{self.name}: paper number for {p.variant}/{p.metric} names an undeclared variant or metric")

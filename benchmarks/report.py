@@ -20,7 +20,7 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.registry import Benchmark, UnknownNameError, Verdict, get_benchmark  # noqa: E402
-from benchmarks.results import atomic_write_text, read_results  # noqa: E402
+from benchmarks.results import atomic_write_text, is_fast_dev, read_results  # noqa: E402
 from benchmarks.verdict import primary_vs_baseline  # noqa: E402,F401  (re-exported for specs)
 
 KIND_ORDER = {"quality": 0, "efficiency": 1, "info": 2}
@@ -265,6 +265,10 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
     run_dir = Path(run_dir)
     if df is None:
         df = read_results(run_dir / "summary.csv", "run summary")
+    if is_fast_dev(df):  # not results: a table of model sizes and step costs per unit
+        from benchmarks.devreport import write_dev_report
+
+        return write_dev_report(run_dir, df)
     plots_dir = run_dir / "plots"
     out = [f"# iclrbench report: {run_dir.name}", "", *_run_info(run_dir, df), ""]
     names = list(dict.fromkeys(df["benchmark"].astype(str)))

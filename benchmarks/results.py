@@ -23,6 +23,9 @@ SCHEMA = [
     "timestamp",
 ]
 KEY = ["benchmark", "variant", "dataset", "preset", "metric"]
+# Optional columns, after the schema's: ``fast_dev_run`` (True on every row of a ``--fast-dev-run``; absent from
+# older CSVs and from real runs, which read as False). Such rows prove a code path; they are never results.
+FAST_DEV = "fast_dev_run"
 # Read as strings, never guessed: a config_hash like ``92e25915`` or ``1234e5`` is a float to
 # pandas (``inf``), a git sha of digits an integer, a torch version ``2.10`` the float 2.1.
 TEXT = ["run_id", "benchmark", "variant", "role", "dataset", "preset", "metric", "status", "error", "accelerator",
@@ -107,7 +110,14 @@ def read_results(path: str | Path, what: str = "results CSV") -> pd.DataFrame:
         df[col] = _strict_numeric(df, col, what, path)
     df["higher_is_better"] = df["higher_is_better"].map(_as_bool)
     df["error"] = df["error"].fillna("")
+    if FAST_DEV in df.columns:
+        df[FAST_DEV] = df[FAST_DEV].map(_as_bool).fillna(False).astype(bool)
     return df
+
+
+def is_fast_dev(df: pd.DataFrame) -> bool:
+    """Whether any row comes from a fast dev run (``--fast-dev-run``)."""
+    return FAST_DEV in df.columns and bool(df[FAST_DEV].map(lambda v: _as_bool(v) is True).any())
 
 
 def _as_bool(v) -> bool | None:

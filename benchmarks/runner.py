@@ -114,12 +114,14 @@ def start_unit(unit: Unit, opts: RunOptions, run_dir: Path, timeout_s: float, la
             return Running(unit, attached, None, ids, timeout_s)
     result_path.unlink(missing_ok=True)
     bench = get_benchmark(unit.benchmark)
+    dataset = unit.dataset or opts.dataset or bench.default_dataset
     context = dict(
         benchmark=unit.benchmark, name=unit.name, seed=unit.seed, preset=opts.preset,
-        dataset=unit.dataset or opts.dataset or bench.default_dataset, config=unit.config, data_dir=opts.data_dir,
+        dataset=dataset, config=unit.config, data_dir=opts.stand_ins.get(f"{unit.benchmark}/{dataset}", opts.data_dir),
         accelerator=opts.accelerator, devices=opts.devices, strategy=opts.strategy, num_nodes=opts.num_nodes,
         precision=opts.precision, artifacts_dir=str(run_dir / "artifacts" / unit.benchmark), quiet=opts.quiet,
         log_dir=None if opts.logger == "none" else str(run_dir / "logs" / unit.stem), logger=opts.logger,
+        fast_dev_run=opts.fast_dev_run, real_batch=unit.real_batch or None,
     )
     atomic_write_text(job_path, json.dumps({"kind": unit.kind, "context": context, "env": unit_env}, indent=1))
     if isinstance(launcher, SubmititLauncher):
@@ -154,20 +156,34 @@ def collect_unit(running: Running, opts: RunOptions, run_dir: Path, timed_out: b
     return result
 
 
+STAND_IN = " (stand-in)"  # the dataset column of rows measured on generated stand-in data
+# a fast dev run's own rows (one set per unit): what sizes a GPU job. Metric names the harness owns, not the specs.
+DEV_METRICS = {"dev_params": "params", "dev_batch": "batch", "dev_step_s": "step_s", "dev_step_peak_mb": "step_peak_mb"}
+
+
+def dataset_label(unit: Unit, opts: RunOptions) -> str:
+    bench = get_benchmark(unit.benchmark)
+    dataset = unit.dataset or opts.dataset or bench.default_dataset
+    return dataset + (STAND_IN if f"{unit.benchmark}/{dataset}" in opts.stand_ins else "")
+
+
 def rows_for(unit: Unit, result: dict[str, Any], opts: RunOptions, run_id: str, version: tuple[str, bool, str]) -> pd.DataFrame:
     bench = get_benchmark(unit.benchmark)
     roles = {v.name: v.role for v in bench.variants}
+    columns = SCHEMA + (["fast_dev_run"] if opts.fast_dev_run else [])
     common = dict(
-        run_id=run_id, benchmark=unit.benchmark, dataset=unit.dataset or opts.dataset or bench.default_dataset, preset=opts.preset,
+        run_id=run_id, benchmark=unit.benchmark, dataset=dataset_label(unit, opts), preset=opts.preset,
         seed=unit.seed, status=result["status"], error=result.get("error", ""), wall_s=round(result.get("wall_s", 0.0), 3),
         peak_mem_mb=round(result.get("peak_mem_mb", float("nan")), 1), accelerator=opts.accelerator, devices=opts.devices,
         strategy=opts.strategy, precision=opts.precision, device_name=result.get("device_name", ""),
         torch=_version("torch"), lightning=_version("lightning"), git_sha=version[0], git_dirty=version[1],
         config_hash=stable_hash(unit.config), timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    if opts.fast_dev_run:
+        common["fast_dev_run"] = True
     if result["status"] != "ok":
         row = dict(common, variant=unit.name, role=unit.role, metric="", value=float("nan"), higher_is_better=None, step=None)
-        return pd.DataFrame([row], columns=SCHEMA)
+        return pd.DataFrame([row], columns=columns)
     rows = []
     for m in result["rows"]:
         variant = m.get("variant") or unit.name
@@ -177,7 +193,12 @@ def rows_for(unit: Unit, result: dict[str, Any], opts: RunOptions, run_id: str, 
             common, variant=variant, role=roles.get(variant, unit.role), metric=m["metric"], value=m["value"],
             higher_is_better=hib if hib is not None else (metric.higher_is_better if metric else None), step=m.get("step"),
         ))
-    return pd.DataFrame(rows, columns=SCHEMA)
+    dev = result.get("dev") or {}
+    for name, key in DEV_METRICS.items():
+        if dev.get(key) is not None:
+            rows.append(dict(common, variant=unit.name, role=unit.role, metric=name, value=float(dev[key]),
+                             higher_is_better=None, step=None))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def load_units(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -268,6 +289,7 @@ def _execute_locked(opts: RunOptions, units: list[Unit], version: tuple, run_dir
     atomic_write_text(run_dir / "run.json", json.dumps(
         {"run_id": run_dir.name, "options": asdict(opts), "git_sha": version[0], "git_dirty": version[1],
          # how it was run (not part of the run id): units at a time and torch threads per unit
+         "fast_dev_run": opts.fast_dev_run,
          "execution": {"jobs": slots.capacity, "threads_per_unit": slots.threads, "cpu_count": os.cpu_count(),
                        "gpus": len(gpus), "launcher": opts.launcher,
                        "alone": sorted(f"{u.benchmark}/{u.name}" for u in units if u.alone)}}, indent=1, default=str))
@@ -295,6 +317,10 @@ def _execute_locked(opts: RunOptions, units: list[Unit], version: tuple, run_dir
                 result = collect_unit(r, opts, run_dir, timed_out=r.handle.returncode is None)
                 rows = rows_for(r.unit, result, opts, run_dir.name, version)
                 write_csv(run_dir / "units" / f"{r.unit.stem}.csv", rows)
+                if opts.fast_dev_run:  # the measured step in words and the batch a CPU cap lowered, for the report
+                    atomic_write_text(run_dir / "units" / f"{r.unit.stem}.dev.json", json.dumps(
+                        {**(result.get("dev") or {}), "real_batch": r.unit.real_batch, "benchmark": r.unit.benchmark,
+                         "unit": r.unit.name, "status": result["status"], "wall_s": result.get("wall_s")}))
                 write_summary(run_dir)
                 finished += 1
                 label = f"[{finished}/{len(units)}] {r.unit.benchmark}/{r.unit.name} seed {r.unit.seed}"

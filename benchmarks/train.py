@@ -10,6 +10,7 @@ with warm-up and medians.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import statistics
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-from benchmarks.unit import NonFiniteLossError, UnitContext
+from benchmarks.unit import DEV_STEPS, FAST_DEV_BATCHES, NonFiniteLossError, UnitContext, reset_step_peak, step_peak_mb
 
 
 class FiniteLossCheck(L.Callback):
@@ -54,6 +55,55 @@ class StepTimer(L.Callback):
     @property
     def step_times(self) -> list[float]:
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
+
+
+def batch_size_of(batch: Any) -> int | None:
+    """The leading dimension of the first tensor in a batch (a tensor, a tuple/list or a dict of them)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        n = batch_size_of(item)
+        if n is not None:
+            return n
+    return None
+
+
+@contextlib.contextmanager
+def dev_step(model: torch.nn.Module | int, what: str, batch: int | None = None):
+    """Measure one step of a custom loop (a federated round, a sampler step, an encoding pass) for a fast dev run's
+    table: its wall time and peak memory (:func:`benchmarks.unit.reset_step_peak`), with ``model``'s parameter count
+    (or a count given directly) and the batch it processed. Appends to ``benchmarks.unit.DEV_STEPS``."""
+    params = model if isinstance(model, int) else count_trainable(model)
+    reset_step_peak()
+    start = time.perf_counter()
+    yield
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak, memory = step_peak_mb()
+    DEV_STEPS.append({"what": what, "params": params, "batch": batch, "step_s": seconds, "peak_mb": peak, "memory": memory})
+
+
+class DevProbe(L.Callback):
+    """A fast dev run's measurement of each training step of a fit: the module's parameter count, the batch size,
+    the step's wall time (batch start to batch end: forward, backward, optimiser step) and its peak memory."""
+
+    def __init__(self, what: str = "train step") -> None:
+        self.what = what
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        reset_step_peak()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - self._start
+        peak, memory = step_peak_mb()
+        DEV_STEPS.append({"what": f"{self.what} ({type(pl_module).__name__})", "params": count_trainable(pl_module),
+                          "batch": batch_size_of(batch), "step_s": seconds, "peak_mb": peak, "memory": memory})
 
 
 class StepBudgetProgressBar(RichProgressBar):
@@ -108,6 +158,12 @@ def make_trainer(ctx: UnitContext, callbacks: Iterable[L.Callback] = (), log_nam
     settings.update(ctx.trainer_kwargs())
     settings.update(kwargs)
     callbacks = [FiniteLossCheck(), *callbacks]
+    if ctx.fast_dev_run:  # Lightning's fast dev run: FAST_DEV_BATCHES batches of train, validation and test, no loggers
+        for key in ("max_steps", "max_epochs", "limit_train_batches", "limit_val_batches", "val_check_interval",
+                    "check_val_every_n_epoch", "log_every_n_steps"):
+            settings.pop(key, None)
+        settings["fast_dev_run"] = FAST_DEV_BATCHES
+        callbacks.append(DevProbe(log_name or "train step"))
     if settings["enable_progress_bar"] and not any(isinstance(c, (RichProgressBar, TQDMProgressBar)) for c in callbacks):
         callbacks.append(StepBudgetProgressBar() if _RICH_AVAILABLE else TQDMProgressBar())  # tqdm says "Epoch 3"
     return L.Trainer(callbacks=callbacks, **settings)
@@ -127,6 +183,11 @@ def median_time(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5) -> flo
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def count_trainable(module: torch.nn.Module) -> int:
+    """Parameters that receive gradients (not an EMA copy or a target network)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def eval_throughput(model: torch.nn.Module, batch: torch.Tensor, warmup: int = 2, repeats: int = 5) -> float:

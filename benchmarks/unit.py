@@ -62,6 +62,10 @@ class UnitContext:
     quiet: bool = False
     log_dir: str | None = None  # training curves (CSVLogger / TensorBoard) go here; None: no logger
     logger: str = "auto"
+    # --fast-dev-run: Trainer fits run FAST_DEV_BATCHES batches of each stage (make_trainer), and custom loops (env
+    # loops, federated rounds, samplers, sweeps) cut themselves to one or two iterations where they read this flag
+    fast_dev_run: bool = False
+    real_batch: dict[str, int] | None = None  # fast dev run on a CPU: the preset's batch sizes the cap lowered
 
     @property
     def variant(self) -> str:
@@ -88,6 +92,60 @@ class UnitContext:
         path = Path(self.artifacts_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path / filename
+
+
+FAST_DEV_BATCHES = 2  # batches of each stage in a fast dev run (Lightning's fast_dev_run=2)
+
+# Steps measured in this process during a fast dev run (``benchmarks.train.DevProbe`` / ``dev_step``): one dict per
+# measured step, with the model's parameter count, the batch, the step's wall time and peak memory.
+DEV_STEPS: list[dict[str, Any]] = []
+
+
+def _proc_status_mb(field_name: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    return math.nan
+
+
+def reset_step_peak() -> None:
+    """Start measuring a step's peak memory: CUDA's allocator peak on a GPU, else the process's peak resident set
+    (Linux: ``/proc/self/clear_refs`` 5 resets VmHWM to the current RSS)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # pragma: no cover  (not Linux: the process's peak since start is what can be read)
+        pass
+
+
+def step_peak_mb() -> tuple[float, str]:
+    """(peak MiB since :func:`reset_step_peak`, what was measured)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda allocated"
+    try:
+        return _proc_status_mb("VmHWM"), "process RSS"
+    except OSError:  # pragma: no cover
+        return peak_memory_mb(), "process max RSS"
+
+
+def dev_summary(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record per unit from its measured steps: the model with the most parameters (a unit may fit several
+    models), its last measured step's time (the first one allocates optimiser state and warms caches) and the
+    highest peak memory over its steps."""
+    if not steps:
+        return {}
+    params = max(s["params"] for s in steps)
+    mine = [s for s in steps if s["params"] == params]
+    return {"params": params, "what": mine[-1]["what"], "batch": mine[-1].get("batch"), "step_s": mine[-1]["step_s"],
+            "step_peak_mb": max(s["peak_mb"] for s in mine), "memory": mine[-1]["memory"], "steps": len(steps)}
 
 
 def is_rank_zero() -> bool:
@@ -171,6 +229,7 @@ def execute(job: dict[str, Any]) -> dict[str, Any]:
     bench = get_benchmark(ctx.benchmark)
     seed_everything(ctx.seed)
     fn = bench.extras[ctx.name] if job["kind"] == "extra" else bench.run
+    DEV_STEPS.clear()
     out = fn(ctx)
     rows = []
     for m in out:
@@ -190,6 +249,7 @@ def execute(job: dict[str, Any]) -> dict[str, Any]:
         "wall_s": time.perf_counter() - start,
         "peak_mem_mb": peak_memory_mb(),
         "device_name": device_name(ctx.accelerator),
+        "dev": dev_summary(DEV_STEPS) if ctx.fast_dev_run else {},
     }
 
 

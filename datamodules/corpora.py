@@ -33,6 +33,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from datamodules import DatasetNotFoundError  # a missing real dataset: the CLI exits 3
+
 CORPORA = ("gensim_wiki", "plain", "wikitext")
 GENSIM_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_ARTICLE_WORDS = 50  # gensim.corpora.wikicorpus.ARTICLE_MIN_WORDS
@@ -237,18 +239,25 @@ def load_corpus(
         raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
     if name == "gensim_wiki":
         return TextCorpus(*split_documents(load_wiki_articles(), seed, val_frac, test_frac), name=name)
-    if data_dir is None:
-        raise FileNotFoundError(f"corpus {name!r} needs --data-dir; {_EXPECTED[name]}")
-    root = Path(data_dir)
-    names = {"plain": ("train.txt", "valid.txt", "test.txt"), "wikitext": ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw")}[name]
+    found = corpus_files(name, data_dir)
     reader = read_plain_text if name == "plain" else read_wikitext
-    found = [_find(root, n) for n in names]
-    if found[0] is None:
-        raise FileNotFoundError(f"no {names[0]} under {root}; {_EXPECTED[name]}")
     train = reader(found[0])
     if found[1] is not None and found[2] is not None:
         return TextCorpus(train, reader(found[1]), reader(found[2]), name=name)
     return TextCorpus(*split_documents(train, seed, val_frac, test_frac), name=name)
+
+
+def corpus_files(name: str, data_dir: str | os.PathLike | None) -> list[Path | None]:
+    """The (train, valid, test) files of a ``plain`` / ``wikitext`` corpus under ``data_dir`` (valid and test may be
+    None); a :class:`DatasetNotFoundError` saying what to put where when the training file is missing."""
+    if data_dir is None:
+        raise DatasetNotFoundError(f"corpus {name!r} needs --data-dir; {_EXPECTED[name]}")
+    root = Path(data_dir)
+    names = {"plain": ("train.txt", "valid.txt", "test.txt"), "wikitext": ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw")}[name]
+    found = [_find(root, n) for n in names]
+    if found[0] is None:
+        raise DatasetNotFoundError(f"no {names[0]} under {root}; {_EXPECTED[name]}")
+    return found
 
 
 _EXPECTED = {

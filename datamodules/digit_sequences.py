@@ -149,6 +149,11 @@ class DigitSequenceDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.hparams.levels
 
+    def prepare_data(self) -> None:
+        """Fail within seconds when MNIST is missing (the CLI checks this before any unit starts)."""
+        if self.hparams.name == "mnist":
+            find_mnist(self.hparams.data_dir)
+
     def setup(self, stage: str | None = None) -> None:
         if self.images:
             return

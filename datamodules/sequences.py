@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.images import DatasetNotFoundError, load_cifar10, load_digits_tensors, split_indices
+from datamodules.images import DatasetNotFoundError, ensure_cifar10, load_cifar10, load_digits_tensors, split_indices
 
 # ------------------------------------------------------------------------------- ListOps
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
@@ -232,6 +232,13 @@ class SequenceDataModule(L.LightningDataModule):
     @property
     def max_len(self) -> int:
         return self.hparams.max_length if self.is_listops else self.hparams.side**2
+
+    def prepare_data(self) -> None:
+        """Fail within seconds when a real dataset is missing (the CLI checks this before any unit starts)."""
+        if self.hparams.name == "listops_lra":
+            self._lra_folder()
+        elif self.hparams.name == "cifar10_pixels":
+            ensure_cifar10(self.hparams.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.corpora import CLEANER_VERSION, Article, TextCorpus, cache_dir, load_corpus
+from datamodules.corpora import CLEANER_VERSION, Article, TextCorpus, cache_dir, corpus_files, load_corpus
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in BERT's order of ids 0..4
 
@@ -239,6 +239,11 @@ class MLMDataModule(L.LightningDataModule):
         self.corpus: TextCorpus | None = None
         self.tokenizer = None
         self.chunks: dict[str, list[Chunk]] = {}
+
+    def prepare_data(self) -> None:
+        """Fail within seconds when a real corpus is missing (the CLI checks this before any unit starts)."""
+        if self.corpus_name != "gensim_wiki":
+            corpus_files(self.corpus_name, self.data_dir)
 
     def prepare(self) -> "MLMDataModule":
         """Load, split, train the tokenizer, chunk every split (idempotent). The chunks are

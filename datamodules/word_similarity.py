@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from datamodules import DatasetNotFoundError  # a missing real dataset: the CLI exits 3
 from datamodules.corpora import cache_dir, gensim_wiki_path, load_wiki_articles, read_wikitext
 from datamodules.text import encode_words, train_wordpiece
 
@@ -195,11 +196,11 @@ def corpus_sentences(name: str = "gensim_wiki", data_dir: str | os.PathLike | No
         yield from tokenize_lines((p for a in articles for p in a.text.split("\n")), tokenizer, max_words)
         return
     if data_dir is None:
-        raise FileNotFoundError(f"corpus {name!r} needs --data-dir; {_EXPECTED[name]}")
+        raise DatasetNotFoundError(f"corpus {name!r} needs --data-dir; {_EXPECTED[name]}")
     filename = {"plain": "train.txt", "wikitext": "wiki.train.raw"}[name]
     path = _find(Path(data_dir), filename)
     if path is None:
-        raise FileNotFoundError(f"no {filename} under {data_dir}; {_EXPECTED[name]}")
+        raise DatasetNotFoundError(f"no {filename} under {data_dir}; {_EXPECTED[name]}")
     if name == "wikitext":
         lines = [line for doc in read_wikitext(path) for line in doc.text.split("\n")]
         tokenizer = train_wordpiece(lines[:TOKENIZER_SAMPLE_DOCS], TOKENIZER_VOCAB)
@@ -292,10 +293,10 @@ class WordCorpusSource:
         if self.name not in CORPORA:
             raise ValueError(f"unknown corpus {self.name!r}; known: {', '.join(CORPORA)}")
         if self.data_dir is None:
-            raise FileNotFoundError(f"corpus {self.name!r} needs --data-dir; {_EXPECTED[self.name]}")
+            raise DatasetNotFoundError(f"corpus {self.name!r} needs --data-dir; {_EXPECTED[self.name]}")
         filename = {"plain": "train.txt", "wikitext": "wiki.train.raw"}[self.name]
         if _find(Path(self.data_dir), filename) is None:
-            raise FileNotFoundError(f"no {filename} under {self.data_dir}; {_EXPECTED[self.name]}")
+            raise DatasetNotFoundError(f"no {filename} under {self.data_dir}; {_EXPECTED[self.name]}")
 
     def load(self) -> WordCorpus:
         self.prepare_data()

@@ -6,7 +6,6 @@ import importlib.util
 import math
 import os
 import pickle
-import struct
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from datamodules.federated import (
     FederatedDataModule, dirichlet_partition, ensure_cifar100, ensure_emnist, label_skew,
 )
 from datamodules.images import DatasetNotFoundError
+from datamodules.standin import write_idx  # the stand-in data's IDX writer
 from lit_modules.fedopt import (
     OPTIMIZERS, FedClassifier, FedConfig, FederatedSimulation, ServerOpt, aggregate, get_params,
     sample_clients, set_params,
@@ -281,21 +281,14 @@ def test_digits_clients_are_fixed_by_partition_seed():
         FederatedDataModule(name="mnist")
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    kind = {3: 0x0803, 1: 0x0801}[array.ndim]
-    with open(path, "wb") as f:
-        f.write(struct.pack(">I", kind) + b"".join(struct.pack(">I", n) for n in array.shape))
-        f.write(array.astype(np.uint8).tobytes())
-
-
 def test_emnist_reads_the_idx_format(tmp_path):
     raw = tmp_path / "EMNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for part, n in (("train", 40), ("test", 10)):
         images = rng.integers(0, 256, size=(n, 28, 28))
-        _write_idx(raw / f"emnist-byclass-{part}-images-idx3-ubyte", images)
-        _write_idx(raw / f"emnist-byclass-{part}-labels-idx1-ubyte", np.arange(n) % 62)
+        write_idx(raw / f"emnist-byclass-{part}-images-idx3-ubyte", images)
+        write_idx(raw / f"emnist-byclass-{part}-labels-idx1-ubyte", np.arange(n) % 62)
     dm = FederatedDataModule(name="emnist", data_dir=str(tmp_path), num_clients=3, alpha=1.0, val_frac=0.25)
     dm.prepare_data()
     dm.setup()

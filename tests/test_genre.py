@@ -21,6 +21,7 @@ from datamodules.entities import (
     trivial_prediction,
     wiki_redirects,
 )
+from datamodules.standin import kilt_line  # the stand-in data's writer: one KILT record
 from lit_modules.genre import GenreModule, Trie, generate_titles, in_batch_loss
 from lit_modules.genre.models import END_ENT_ID, START_ENT_ID, mention_span
 
@@ -211,26 +212,18 @@ def test_gensim_links_split_by_article_with_every_gold_title_in_the_kb():
     assert sum(bool(m.left or m.right) for m in data.test) > 0.8 * len(data.test)
 
 
-def _kilt_line(i: int, left: str, mention: str, right: str, title: str | None, meta: bool = True) -> str:
-    record = {"id": f"q{i}", "input": f"{left} [START_ENT] {mention} [END_ENT] {right}",
-              "output": [{"answer": title, "provenance": [{"title": title}]}] if title else []}
-    if meta:
-        record["meta"] = {"left_context": left, "mention": mention, "right_context": right}
-    return json.dumps(record)
-
-
 def test_kilt_jsonl_reads_meta_or_the_marked_input_and_skips_unanswered_lines(tmp_path):
     path = tmp_path / "aidayago2-train-kilt.jsonl"
     path.write_text("\n".join([
-        _kilt_line(0, "EU rejects", "German", "call to boycott", "Germany"),
-        _kilt_line(1, "Peter Blackburn", "BRUSSELS", "1996-08-22", "Brussels", meta=False),
-        _kilt_line(2, "no", "answer", "here", None),
+        kilt_line(0, "EU rejects", "German", "call to boycott", "Germany"),
+        kilt_line(1, "Peter Blackburn", "BRUSSELS", "1996-08-22", "Brussels", meta=False),
+        kilt_line(2, "no", "answer", "here", None),
         "",
     ]))
     rows = read_kilt_jsonl(path)
     assert rows == [Mention("German", "EU rejects", "call to boycott", "Germany", "q0"),
                     Mention("BRUSSELS", "Peter Blackburn", "1996-08-22", "Brussels", "q1")]
-    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(_kilt_line(3, "in", "Paris", "today", "Paris") + "\n")
+    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(kilt_line(3, "in", "Paris", "today", "Paris") + "\n")
     (tmp_path / "kb_titles.txt").write_text("Germany\nBrussels\nParis\nLyon\n")
     data = load_kilt("aida", tmp_path)
     assert data.kb == ["Brussels", "Germany", "Lyon", "Paris"] and len(data.train) == 2 and len(data.test) == 1
@@ -252,10 +245,10 @@ def test_kilt_bad_input_gives_one_line_errors(tmp_path):
 
 def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
     monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
-    train = "\n".join(_kilt_line(i, "the city of", name, "is large", name) for i, name in
+    train = "\n".join(kilt_line(i, "the city of", name, "is large", name) for i, name in
                       enumerate(["Paris", "Lyon", "Nice", "Paris", "Lille", "Metz"] * 3))
     (tmp_path / "aidayago2-train-kilt.jsonl").write_text(train + "\n")
-    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(_kilt_line(99, "in", "Nice", "now", "Nice") + "\n")
+    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(kilt_line(99, "in", "Nice", "now", "Nice") + "\n")
     dm = EntityDataModule("aida", str(tmp_path), context_words=2, vocab_size=300, batch_size=4)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.images import DatasetNotFoundError, ImageDataModule, load_cifar10, split_indices, subsample
+from datamodules.standin import write_cifar10
 from lit_modules.vit import ImageClassifier, num_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,14 +92,8 @@ def test_digits_datamodule_normalises_with_training_statistics():
 
 
 def _write_cifar(folder: Path, n: int = 20) -> None:
-    """Tiny files in the real CIFAR-10 python-pickle format (dict with bytes keys)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n)),
-                 b"batch_label": b"fixture", b"filenames": [b"x.png"] * n}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
+    """Tiny files in the real CIFAR-10 python-pickle format, written by the stand-in data's writer."""
+    write_cifar10(folder.parent, n_per_batch=n, n_test=n)
 
 
 def test_cifar10_loader_reads_the_python_pickle_format(tmp_path):

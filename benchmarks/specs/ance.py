@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, Judgement, combine, floor_separation, gate, judge, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -223,6 +224,20 @@ def ance() -> Benchmark:
             Metric("fit_s", False, kind="efficiency", tolerance=0.5, description="wall time of the fit, evaluations included"),
         ],
         run=lazy(f"{UNITS}:run"),
+        tasks={"full": {"msmarco": Task()}},  # MS MARCO passage ranking (collection.tsv, queries, qrels)
+        stand_in_keys=("checkpoint",),  # bert-base-uncased is a download: --stand-in-data builds its architecture
+        # fast dev run: two training steps, the index refreshed at step 1 (so an ANN refresh runs), evaluation at the
+        # start and the end; on a CPU a batch of 4 (BERT-base over 32 queries x 128-token passages with gradient
+        # accumulation 16 is a GPU job)
+        fast_dev=FastDev(config=dict(refresh_every=1, refresh_start=1, eval_every=1000, warmup_steps=1, grad_batches=1),
+                         batch_keys=("batch_size",), cpu_batch=4),
+        paper_architecture="BERT-base dual encoder (shared weights), initialised from bert-base-uncased (the paper: "
+                           "RoBERTa-base)",
+        paper_params=[PaperParams(v, 110_000_000, "Devlin et al. 2019 (arXiv 1810.04805) Sec. 3: BERT-base, "
+                                  "L=12, H=768, A=12, total parameters 110M", tolerance=0.03,
+                                  note="the encoder without BERT's pre-training heads")
+                      for v in ("ance", "ance_sync", "random_neg", "inbatch_neg", "bm25_neg")],
+        param_count=lazy(f"{UNITS}:full_params"),
         verdict=claim_verdict,
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # nothing trains beyond its start at quick, so no number of seeds decides it (issue 26); 74 s per seed, the

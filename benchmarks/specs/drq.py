@@ -21,7 +21,8 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Task, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import (MIN_BOOTSTRAP_RUNS, Comparison, Judgement, combine, floor_separation, gate, iqm,
                                 iqm_difference, judge_values, judgement, make_verdict, per_seed, seed_stats)
 
@@ -174,6 +175,7 @@ def drq() -> Benchmark:
                 "pendulum": Task(dict(env_steps=13_000, seed_steps=1000, eval_every=2000), seeds=3, variants=("drq", "sac")),
                 "point_reach": Task(),
             },
+            "full": {"cartpole_swingup": Task(), "reacher_easy": Task()},  # DeepMind Control, Table 1's columns
         },
         defaults=dict(
             K=2, M=2, augment=True, pad=2, image_size=24, frame_stack=3, action_repeat=0, env_steps=3000,
@@ -216,6 +218,13 @@ def drq() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
+        # fast dev run: the seed steps, two updates, one evaluation episode; on a CPU a batch of 32 (of 512)
+        fast_dev=FastDev(config=dict(env_steps=1200, eval_every=10**9, eval_episodes=1), batch_keys=("batch_size",), cpu_batch=32),
+        paper_architecture="DrQ's SAC from pixels: 4 conv layers of 32 filters on 84x84x9 (3 stacked frames), features 50, "
+                           "actor and critic MLPs of 1024 (Section 5.2, the reference config.yaml)",
+        paper_params=[PaperParams(v, None, "none published: arXiv 2004.13649 gives layer sizes (Section 5.2), not a "
+                                  "parameter count") for v in ("drq", "rad", "sac")],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # the IQM bootstrap needs at least MIN_BOOTSTRAP_RUNS = 6 paired runs to hold its level; 55 s per seed for drq
         # and sac, rad (reported) 2 seeds

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import Benchmark, FastDev, Metric, PaperParams, PaperRef, Task, Variant, Verdict, lazy, register_benchmark
 from benchmarks.verdict import Comparison, combine, floor_separation, gate, judge, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,6 +149,17 @@ def fedopt() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"lr_grid": lazy(f"{UNITS}:lr_grid")},
         verdict=claim_verdict,
+        tasks={"full": {"emnist": Task()}},  # EMNIST CR: 3,400 clients (the paper's writer count), the CNN below
+        # fast dev run: two rounds (each a round of clients_per_round clients' local epochs, evaluated), the lr grid's
+        # first point; the client batch of 20 fits anywhere
+        fast_dev=FastDev(config=dict(rounds=2, eval_every=1, avg_last=1, lr_grid=[10**-0.5]), batch_keys=("batch_size",)),
+        paper_architecture="EMNIST CR CNN of the reference code: conv 3x3 32, conv 3x3 64, max-pool 2, dropout 0.25, "
+                           "dense 128, dropout 0.5, dense 62",
+        paper_params=[PaperParams(v, 1_206_590, "google-research/federated, the EMNIST CR model "
+                                  "(create_conv_dropout_model); the count is the sum over its layer list: "
+                                  "320 + 18,496 + 1,179,776 + 7,998", tolerance=0.0)
+                      for v in ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # FedAdam vs FedAvg needs about 6 paired seeds at the stored spread (+0.014, sd 0.009); 25 s per seed
         seeds={"quick": 6},

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, floor_separation, gate, judge, make_verdict, per_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,7 +97,7 @@ def performer() -> Benchmark:
         defaults=dict(
             attention="favor", d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.1, nb_features=64,
             kernel="positive", orthogonal=True, redraw_interval=100, lr=1e-3, weight_decay=0.01, warmup_steps=30,
-            max_steps=300, batch_size=32, val_every=100,
+            max_steps=300, batch_size=32, eval_batch_size=128, val_every=100,
             num_train=2000, num_val=200, num_test=500, min_length=100, max_length=256, max_depth=10, max_args=10,
             side=16,
             est_features=[16, 32, 64, 128, 256, 512, 1024], est_length=256, est_head_dim=16, est_qk_stds=[0.5, 1.0], est_draws=20,
@@ -121,7 +122,9 @@ def performer() -> Benchmark:
             ),
             "full": dict(  # LRA's ListOps setting (base_listops_config.py / performer_base.py)
                 d_model=512, n_heads=8, n_layers=6, d_ff=2048, nb_features=256, max_steps=5000, warmup_steps=1000,
-                weight_decay=0.1, batch_size=32, val_every=500, num_train=96000, num_val=2000, num_test=2000,
+                # evaluation at the training batch: at 128 (the default) softmax attention over 2,000 tokens, 8 heads,
+                # holds 16 GB per score matrix (a fast dev run at batch 2 of 32 was OOM-killed at 18.7 GB, issue 30)
+                weight_decay=0.1, batch_size=32, eval_batch_size=32, val_every=500, num_train=96000, num_val=2000, num_test=2000,
                 min_length=500, max_length=2000, side=32, est_length=4096, est_draws=20, sweep_heads=8,
                 sweep_time_limit_s=60.0, sweep_memory_limit_mb=60000.0,
             ),
@@ -169,6 +172,21 @@ def performer() -> Benchmark:
         extras={"estimator_error": lazy(f"{UNITS}:estimator_error"), "scaling": lazy(f"{UNITS}:scaling")},
         verdict=claim_verdict,
         alone=("scaling",),  # timings: runs with no other unit beside it
+        tasks={"full": {"listops_lra": Task()}},  # LRA's ListOps files (basic_*.tsv), lengths 500-2,000
+        # fast dev run: two batches per stage; the estimator curve's first point (one M, one sigma, one draw) and the
+        # scaling sweep's first point at the goal length; on a CPU a batch of 2 (softmax attention over 2,000 tokens,
+        # 8 heads, 6 layers at batch 32 needs about 25 GB for the attention matrices alone)
+        fast_dev=FastDev(config=dict(est_features=[256], est_qk_stds=[1.0], est_draws=1, sweep_lengths=[2048],
+                                     goal_length=2048, sweep_repeats=1, goal_threads=[]),
+                         batch_keys=("batch_size", "eval_batch_size"), cpu_batch=2),
+        paper_architecture="LRA's ListOps Transformer encoder: 6 layers, d 512, 8 heads, MLP 2048 (performer_base.py); "
+                           "FAVOR+ with 256 features",
+        paper_params=[
+            PaperParams("favor", None, "none published: LRA (arXiv 2011.04006) and the Performer paper give the "
+                        "configuration (lra_benchmarks/listops/configs/base_listops_config.py), not a parameter count"),
+            PaperParams("softmax", None, "none published (as for favor); the same encoder with exact attention"),
+        ],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # non-inferiority needs about 3 paired seeds at the stored spread (from a 2-seed sd, so one more); 55 s per
         # seed

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, combine, floor_separation, gate, judge, make_verdict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -261,6 +262,16 @@ def pmi_masking() -> Benchmark:
         report_artifacts=lazy(f"{UNITS}:matrix_artifacts"),
         extras={"ngram_statistics": lazy(f"{UNITS}:ngram_statistics")},
         verdict=claim_verdict,
+        tasks={"full": {"wikitext": Task()}},  # WikiText raw files (the paper pretrains on Wikipedia + BookCorpus)
+        # fast dev run: two pretraining and fine-tuning steps, held-out sets of 8 chunks; on a CPU a batch of 2
+        # (BERT-base over 256 x 128 tokens is a GPU job)
+        fast_dev=FastDev(config=dict(eval_chunks=8, warmup_steps=1), batch_keys=("batch_size",), cpu_batch=2),
+        paper_architecture="BERT-base from scratch: 12 layers, d 768, 12 heads, MLP 3072, WordPiece 30,522, MLM head",
+        paper_params=[PaperParams(v, 110_000_000, "Devlin et al. 2019 (arXiv 1810.04805) Sec. 3: BERT-base, 110M; "
+                                  "PMI-Masking (arXiv 2010.01825) pretrains BERT-base", tolerance=0.03,
+                                  note="ours counts the MLM head (its decoder tied to the embeddings) and no pooler")
+                      for v in ("pmi", "random", "whole_word", "span")],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate within the quick budget: from the 2-seed cpu-quick.csv of commit 2ef76d5
         # the shortcut-gap comparisons would need about 6 and 10 seeds, from the 3-seed one of commit a1b6278 about 6
         # and 4 (vs random, whole_word); the budget allows one seed more than 3 (4 units of about 60 s, issue 29)

@@ -10,7 +10,8 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, gate, judge, judge_values, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -199,6 +200,15 @@ def rims() -> Benchmark:
         # the copying comparison needs about 3 paired seeds at the stored spread (from a 2-seed sd); 32 s per seed for
         # rims and lstm, the k = n ablation 2 seeds
         seeds={"quick": 5},
+        tasks={"full": {"mnist": Task()}},  # the paper's sequential MNIST (IDX files), trained at 14x14
+        # fast dev run: two batches per stage of both tasks (digits, copying), a copying training set of 256 sequences;
+        # the preset's batch of 64 fits a CPU
+        fast_dev=FastDev(config=dict(copy_num_train=256), batch_keys=("batch_size",)),
+        paper_architecture="RIMs: 6 LSTM units of 100 (600 in all), k = 4 active, input keys 64, 4 communication heads "
+                           "of 32 (Appendix D.1/D.3); LSTM h = 600; rims_k_all: k = 6",
+        paper_params=[PaperParams(v, None, "none published: arXiv 1909.10893 gives unit counts and sizes (Table 1, "
+                                  "Appendix D), not parameter counts") for v in ("rims", "lstm", "rims_k_all")],
+        param_count=lazy(f"{UNITS}:full_params"),
         paper_numbers=[
             # target: Table 1 (right), sequential MNIST trained at 14x14, mean of 3 trials; per resolution
             # (acc@side=N), as our runs report them beside the acc_vs_resolution curve. Our full preset is this RIM

@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, judge, judge_values, make_verdict, per_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,6 +239,22 @@ def score_sde() -> Benchmark:
         run=lazy(f"{UNITS}:run"),
         extras={"exact_score_mixture": lazy("benchmarks.units.score_sde_extras:exact_score_mixture")},
         verdict=claim_verdict,
+        tasks={"full": {"cifar10": Task()}},  # the paper's CIFAR-10 (the full network is sized for 32x32x3)
+        # fast dev run: two training batches; 21 sampler steps for 16 samples (the DDPM rule needs N > beta_max = 20:
+        # at N = 2 the exact-score extra refused to run), the snr sweep's first point, a
+        # two-step feature classifier, the likelihood ODE on 2 images at a loose tolerance (an RK45 solve at 1e-5
+        # takes hundreds of network evaluations); on a CPU a batch of 8 (ch 128 at batch 128: about a minute a step)
+        fast_dev=FastDev(config=dict(sample_steps=21, n_samples=16, sample_batch=16, n_bpd=2, ode_tol=0.1, clf_steps=2,
+                                     snr_sweep=[0.16], kid_subset_size=8, isc_splits=2, mixture_samples=64,
+                                     mixture_nll_points=4, exact_data_samples=0),
+                         batch_keys=("batch_size", "sample_batch"), cpu_batch=8),
+        paper_architecture="DDPM's CIFAR-10 U-Net as in score_sde's ddpm configs: ch 128, ch_mult (1, 2, 2, 2), 2 residual "
+                           "blocks per resolution, attention at 16x16, dropout 0.1",
+        paper_params=[PaperParams(v, 35_700_000, "Ho et al. 2020 (arXiv 2006.11239) Appendix B: 'Our CIFAR10 model has "
+                                  "35.7 million parameters'; score_sde's ddpm_continuous configs use this network",
+                                  tolerance=0.05)
+                      for v in ("ve_pc", "ve_p", "vp_pc", "ddpm_ancestral", "vp_ode", "subvp_ode")],
+        param_count=lazy(f"{UNITS}:full_params"),
         # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
         # VE-PC vs VE-P at the exact-score extra's snr (0.3) needs about 5 paired seeds at the stored spread (relative
         # gain +0.23, sd 0.13); 4 is what the budget affords (130 s per seed for the VE pair); the VP and sub-VP

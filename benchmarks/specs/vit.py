@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import Benchmark, Metric, PaperNumber, PaperRef, Variant, Verdict, lazy, register_benchmark
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+                                 register_benchmark)
 from benchmarks.verdict import Comparison, combine, judge, judge_values, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,6 +112,20 @@ def vit() -> Benchmark:
         # the two comparisons need about 3 and 4 paired seeds at the stored spread (80 % power); 99 s of unit time per
         # seed on the reference machine (Intel Xeon, about 1.7x faster than the AMD EPYC the suite was last timed on)
         seeds={"quick": 4},
+        tasks={"full": {"cifar10": Task()}},  # the paper-scale configuration is for 32x32 CIFAR-10, not 8x8 digits
+        # fast dev run: two batches per stage at the first data fraction (the sweep's first point), three overhead steps;
+        # on a CPU the batch is capped at 8 (ViT-S at batch 16 took 14 s a step on 2 shared cores)
+        fast_dev=FastDev(config=dict(data_fractions=[0.1], overhead_steps=3), batch_keys=("batch_size",), cpu_batch=8),
+        paper_architecture="ViT-S/4 (dim 384, depth 12, 6 heads, MLP 1536) on 32x32 inputs vs ResNet-18 (CIFAR stem)",
+        paper_params=[
+            PaperParams("vit", 22_000_000, "DeiT (arXiv 2012.12877) Table 1, DeiT-S: 22M (ViT-S; the ViT paper's Table 1 "
+                        "lists only Base/Large/Huge)", tolerance=0.05,
+                        note="DeiT-S has a 1000-class head, 16x16 patches and 197 tokens; ours has 10 classes, 4x4 "
+                             "patches and 65 tokens: 0.7M fewer"),
+            PaperParams("resnet", 11_689_512, "torchvision resnet18 (ImageNet weights' model card: 11,689,512)",
+                        tolerance=0.05, note="a 10-class head and a 3x3 stem instead of 1000 classes and 7x7: 0.52M fewer"),
+        ],
+        param_count=lazy(f"{UNITS}:full_params"),
         paper_numbers=[
             # All context: Table 2's models are ViT-L/16 pre-trained on ImageNet-21k and BiT-L (ResNet152x4)
             # pre-trained on JFT-300M, fine-tuned at high resolution; ours train from scratch on 32x32 CIFAR-10

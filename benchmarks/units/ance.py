@@ -59,6 +59,29 @@ def retrieval(config: dict, data_dir: str | None, seed: int, name: str = "gensim
 
 
 # ------------------------------------------------------------------------------ pieces
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the dense encoder for ``config``, built on the meta device. A named checkpoint is counted by its
+    architecture (``transformers``' config for it, offline: bert-base-uncased is BertConfig's defaults)."""
+    from transformers import BertConfig, BertModel
+
+    if config["checkpoint"]:
+        try:
+            from transformers import AutoConfig
+
+            bert_config = AutoConfig.from_pretrained(config["checkpoint"], local_files_only=True)
+        except OSError:
+            if config["checkpoint"] != "bert-base-uncased":
+                raise
+            bert_config = BertConfig()  # bert-base-uncased's architecture
+    else:
+        bert_config = BertConfig(vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+                                 num_hidden_layers=config["num_layers"], num_attention_heads=config["num_heads"],
+                                 intermediate_size=config["intermediate_size"],
+                                 max_position_embeddings=max(config["passage_max_len"], config["query_max_len"]))
+    with torch.device("meta"):
+        return count_parameters(BertModel(bert_config, add_pooling_layer=False))
+
+
 def random_mrr_at_10(num_passages: int) -> float:
     """Expected MRR@10 of a uniformly random ranking with one relevant passage among P."""
     return sum(1 / r for r in range(1, min(10, num_passages) + 1)) / num_passages

@@ -37,6 +37,13 @@ def build_agent(config: dict, obs_shape: tuple[int, int, int], action_dim: int) 
     return DrQAgent(obs_shape=obs_shape, action_dim=action_dim, pad=pad, **{key: config[key] for key in AGENT_KEYS})
 
 
+def full_params(config: dict, variant: str = "", action_dim: int = 1) -> int:
+    """Trainable parameters of critic (with its encoder), actor and temperature for ``config`` on image_size x
+    image_size frames (cartpole: 1 action), as the ``params`` row counts them."""
+    agent = build_agent(config, (3 * config["frame_stack"], config["image_size"], config["image_size"]), action_dim)
+    return count_parameters(agent.critic) + count_parameters(agent.actor) + 1
+
+
 def run(ctx: UnitContext) -> list[Measurement]:
     cfg = ctx.config
     dm: RLDataModule = ctx.datamodule()

@@ -8,6 +8,7 @@ import statistics
 import lightning as L
 import torch
 
+from benchmarks.train import dev_step
 from benchmarks.unit import Measurement, UnitContext
 from datamodules.federated import FederatedDataModule
 from lit_modules.fedopt import ENGINES, OPTIMIZERS, FedClassifier, FedConfig, FederatedSimulation, History, rounds_to_target
@@ -46,6 +47,13 @@ def federated(config: dict, data_dir: str | None, seed: int, name: str = "digits
         min_client_size=config["min_client_size"], partition_seed=config["partition_seed"],
         emnist_split=config["emnist_split"],
     )
+
+
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the EMNIST model (``arch`` auto: the CNN) for ``config``: 1x28x28 inputs, 62 classes."""
+    arch = config["arch"] if config["arch"] != "auto" else ARCH_FOR["emnist"]
+    module = FedClassifier(arch, (1, 28, 28), 62, config["hidden"], 0.1)
+    return sum(p.numel() for p in module.parameters())
 
 
 def hyper(config: dict, dataset: str, optimizer: str) -> tuple[float, float, float]:
@@ -97,6 +105,14 @@ def train(
         return run_flower(dm, module, fed, eval_split=split, client_cpus=ctx.config["flower_client_cpus"]), None, module
     fabric = L.Fabric(accelerator=ctx.accelerator, devices=1, precision=ctx.precision)  # clients run one at a time
     sim = FederatedSimulation(dm, module, fed, fabric)
+    if ctx.fast_dev_run:  # the fast dev run's step is a round: clients_per_round clients' local epochs and the server step
+        run_round = sim.run_round
+
+        def measured_round(rnd: int):
+            with dev_step(module, "federated round", batch=fed.batch_size):
+                return run_round(rnd)
+
+        sim.run_round = measured_round
     return sim.fit(eval_split=split, eval_every=ctx.config["eval_every"]), sim, module
 
 

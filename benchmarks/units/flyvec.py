@@ -8,11 +8,13 @@ dense vectors, Spearman ρ against the human scores.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from benchmarks.train import dev_step
 from benchmarks.unit import Measurement, UnitContext
 from datamodules.word_similarity import (
     SIMILARITY_SETS,
@@ -145,6 +147,12 @@ def train_w2v(cfg: dict, corpus: WordCorpus, seed: int) -> tuple[torch.Tensor, f
 
 
 # ------------------------------------------------------------------------------ units
+def full_params(config: dict, variant: str = "flyvec") -> int:
+    """Trained numbers for ``config`` at its full vocabulary: W [K, 2V] for FlyVec, syn0 + syn1neg for word2vec."""
+    V = config["vocab_size"]
+    return 2 * V * config["w2v_dim"] if variant in ("word2vec",) else config["num_kenyon"] * 2 * V
+
+
 def run(ctx: UnitContext) -> list[Measurement]:
     """Train (or draw) the variant's representation once; score it."""
     cfg = ctx.config
@@ -154,7 +162,8 @@ def run(ctx: UnitContext) -> list[Measurement]:
     if ctx.variant in ("flyvec", "random_hash"):
         energies: list = []
         if ctx.variant == "flyvec":
-            W, elapsed = train_flyvec(cfg, corpus, ctx.seed, energies)
+            with dev_step(K * 2 * V, "flyvec_train, one epoch", batch=cfg["batch_size"]) if ctx.fast_dev_run else nullcontext():
+                W, elapsed = train_flyvec(cfg, corpus, ctx.seed, energies)
             out += [Measurement("train_time_s", elapsed)]
             out += [Measurement("energy", e, step=epoch + 1) for epoch, e in energies]
             norms = W.norm(dim=1)
@@ -168,7 +177,8 @@ def run(ctx: UnitContext) -> list[Measurement]:
         out += [Measurement("bytes_per_word", K / 8), Measurement("params", W.numel())]
         return out
     if ctx.variant == "word2vec":
-        vectors, elapsed = train_w2v(cfg, corpus, ctx.seed)
+        with dev_step(2 * V * cfg["w2v_dim"], "word2vec, one epoch") if ctx.fast_dev_run else nullcontext():
+            vectors, elapsed = train_w2v(cfg, corpus, ctx.seed)
         out += [Measurement("train_time_s", elapsed), Measurement("params", 2 * vectors.numel())]  # syn0 + syn1neg
     elif ctx.variant == "random_dense":
         vectors = torch.randn(V, cfg["w2v_dim"], generator=torch.Generator().manual_seed(ctx.seed))

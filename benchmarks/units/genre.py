@@ -76,6 +76,16 @@ def _fit(ctx: UnitContext, module, dm: EntityDataModule, steps: int, name: str) 
     return time.perf_counter() - start
 
 
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of GENRE's seq2seq model for ``config`` (its ``vocab_size``; the trained BPE may have fewer tokens
+    on a small corpus), built on the meta device."""
+    with torch.device("meta"):
+        if variant == "dual_encoder":
+            return count_parameters(DualEncoderModule(vocab_size=config["vocab_size"], pool=config["de_pool"],
+                                                      **{k: config[k] for k in ARCH_KEYS}))
+        return count_parameters(GenreModule(vocab_size=config["vocab_size"], **{k: config[k] for k in ARCH_KEYS}))
+
+
 def trained_genre(ctx: UnitContext, dm: EntityDataModule) -> tuple[GenreModule, float]:
     """GENRE's model for this seed: trained once per run, shared by ``genre`` and ``genre_unconstrained``."""
     cfg = ctx.config

@@ -22,7 +22,7 @@ MODEL_KEYS = (
     "attention", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "nb_features", "kernel", "orthogonal",
     "redraw_interval", "lr", "weight_decay", "warmup_steps", "max_steps",
 )
-DATA_KEYS = ("batch_size", "num_train", "num_val", "num_test", "min_length", "max_length", "max_depth", "max_args", "side")
+DATA_KEYS = ("batch_size", "eval_batch_size", "num_train", "num_val", "num_test", "min_length", "max_length", "max_depth", "max_args", "side")
 OVER_TIME, OVER_MEMORY, OUT_OF_MEMORY = 1.0, 2.0, 3.0  # codes of the over_limit metric
 
 
@@ -32,6 +32,15 @@ def sequences(config: dict, data_dir: str | None, seed: int, name: str = "listop
 
 def build_module(config: dict, dm: SequenceDataModule) -> SequenceClassifier:
     return SequenceClassifier(dm.vocab_size, dm.num_classes, dm.max_len, **{k: config[k] for k in MODEL_KEYS})
+
+
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the variant's model for ``config`` on LRA ListOps (its 16-token vocabulary, 10 classes, the
+    config's max_length); about 20M, built on the CPU (its constructor draws a seed, which the meta device refuses)."""
+    from datamodules.sequences import LISTOPS_CLASSES, LISTOPS_VOCAB
+
+    module = SequenceClassifier(len(LISTOPS_VOCAB), LISTOPS_CLASSES, config["max_length"], **{k: config[k] for k in MODEL_KEYS})
+    return count_parameters(module)
 
 
 class ValCurve(L.Callback):

@@ -148,6 +148,16 @@ def realised_spans(masker: Masker, chunks, seed: int) -> tuple[float, float]:
     return labelled / tokens, float(np.mean(lengths)) if lengths else math.nan
 
 
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the MLM model for ``config`` (its ``vocab_size``), built on the meta device."""
+    with torch.device("meta"):
+        module = MaskedLMPretrainer(vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+                                    num_layers=config["num_layers"], num_heads=config["num_heads"],
+                                    intermediate_size=config["intermediate_size"], max_len=config["max_len"],
+                                    alibi=config["alibi"])
+    return sum(p.numel() for p in module.parameters())
+
+
 def run(ctx: UnitContext) -> list[Measurement]:
     """Pretrain with the variant's masking scheme; cross-evaluate under every masking."""
     cfg = ctx.config

@@ -41,6 +41,11 @@ def build_module(cfg: dict, task: str, vocab_size: int, num_outputs: int, lr: fl
     )
 
 
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the variant's sequential-digits model for ``config`` (``levels`` input symbols, 10 classes)."""
+    return count_parameters(build_module(config, "classify", config["levels"], 10, config["lr"], config["max_steps"]).net)
+
+
 def _fit(ctx: UnitContext, module: RecurrentModel, loader, max_steps: int) -> float:
     """Train for ``max_steps``; return the median step time (s)."""
     timer = StepTimer()

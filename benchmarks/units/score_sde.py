@@ -45,6 +45,14 @@ def _net_cfg(cfg: dict) -> dict[str, Any]:
     return {k: (tuple(cfg[k]) if k == "ch_mult" else cfg[k]) for k in NET_KEYS}
 
 
+def full_params(config: dict, variant: str = "") -> int:
+    """Trainable parameters of the score network for ``config`` on 32x32x3 images (not its EMA copy), built on the
+    meta device."""
+    with torch.device("meta"):
+        module = ScoreSDEModule(in_ch=3, reduce_mean=config["sde"] != "ve", **_net_cfg(config))
+    return sum(p.numel() for p in module.net.parameters())
+
+
 def trained_model(ctx: UnitContext, data: GenImages) -> tuple[ScoreSDEModule, dict[str, float]]:
     """The variant's score network, trained once per (net config, data, steps, seed) per run."""
     cfg = ctx.config

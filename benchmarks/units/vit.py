@@ -30,6 +30,14 @@ def build_module(config: dict, dm: ImageDataModule) -> ImageClassifier:
     return ImageClassifier(in_chans=dm.in_chans, num_classes=dm.num_classes, **kwargs)
 
 
+def full_params(config: dict, variant: str = "") -> int:
+    """Parameters of the variant's model for ``config`` on CIFAR-10 (3 channels, 10 classes), built on the meta device."""
+    kwargs = {k: config[k] for k in MODEL_KEYS}
+    kwargs["resnet_layers"] = tuple(kwargs["resnet_layers"])
+    with torch.device("meta"):
+        return count_parameters(ImageClassifier(in_chans=3, num_classes=10, **kwargs))
+
+
 def run(ctx: UnitContext) -> list[Measurement]:
     """Train the variant once per data fraction (same step budget each); test each."""
     cfg = ctx.config
