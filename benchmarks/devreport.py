@@ -84,7 +84,7 @@ def dev_table(run_dir: Path, df: pd.DataFrame) -> list[str]:
 
 def write_dev_report(run_dir: str | Path, df: pd.DataFrame) -> Path:
     """``report.md`` of a fast dev run: a warning line, the run's header, the per-unit table, the failed units."""
-    from benchmarks.report import _run_info
+    from benchmarks.report import _run_info, failed_units
 
     run_dir = Path(run_dir)
     out = [f"# iclrbench report: {run_dir.name} (fast dev run)", "",
@@ -93,12 +93,7 @@ def write_dev_report(run_dir: str | Path, df: pd.DataFrame) -> Path:
            + "to prove the code path. These rows are not results: no claims, no paper numbers beside them, and "
            "`iclrbench compare` refuses them.", "", *_run_info(run_dir, df), "",
            "## Per unit: model size, one step's time and memory", "", HOW_TO_READ, "", *dev_table(run_dir, df), ""]
-    errors = df[df["status"] != "ok"]
-    if not errors.empty:
-        out += ["## Failed units", "", "| benchmark | variant | seed | error |", "|---|---|---|---|"]
-        for r in errors.itertuples():
-            out.append(f"| {r.benchmark} | {r.variant} | {r.seed} | {str(r.error).replace('|', '/')[:500]} |")
-        out.append("")
+    out += failed_units(df)
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(out))
     return report

@@ -260,6 +260,16 @@ def training_logs(run_dir: Path, benchmark: str) -> list[str]:
     return lines + ["", "</details>", ""]
 
 
+def failed_units(df: pd.DataFrame) -> list[str]:
+    """The report's "Failed units" table (no lines when every unit is ok)."""
+    errors = df[df["status"] != "ok"]
+    if errors.empty:
+        return []
+    out = ["## Failed units", "", "| benchmark | variant | seed | error |", "|---|---|---|---|"]
+    out += [f"| {r.benchmark} | {r.variant} | {r.seed} | {str(r.error).replace('|', '/')[:500]} |" for r in errors.itertuples()]
+    return out + [""]
+
+
 def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for a run directory; returns the report path."""
     run_dir = Path(run_dir)
@@ -288,12 +298,7 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
         out.append(f"| {name} | {claim} | {pairs} | {ns} | {effects} | **{verdicts[name].status}** | "
                    f"{rest_of_evidence(verdicts[name]).replace('|', '/')} |")
     out.append("")
-    errors = df[df["status"] != "ok"]
-    if not errors.empty:
-        out += ["## Failed units", "", "| benchmark | variant | seed | error |", "|---|---|---|---|"]
-        for r in errors.itertuples():
-            out.append(f"| {r.benchmark} | {r.variant} | {r.seed} | {str(r.error).replace('|', '/')[:500]} |")
-        out.append("")
+    out += failed_units(df)
     for name in names:
         bench = _bench(name)
         sub = df[(df["benchmark"] == name) & (df["status"] == "ok")]
