@@ -112,6 +112,9 @@ class Variant:
     # seeds per preset for this variant when --seeds is not given, overriding the benchmark's: a variant that is
     # reported beside the claim but not judged (an ablation) may run fewer seeds than the judged pair
     seeds: Mapping[str, int] = field(default_factory=dict)
+    # config for this variant at one preset only (applied after ``config``): what was tuned at that preset's scale,
+    # e.g. a learning rate chosen by ``iclrbench tune`` at quick, which must not reach the full preset's model
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -296,9 +299,12 @@ class Benchmark:
             if unknown:
                 raise ValueError(f"{self.name}: preset {preset!r} sets unknown keys {unknown}")
         for v in self.variants:
-            unknown = sorted(set(v.config) - set(self.defaults))
+            unknown = sorted(set(v.config).union(*map(set, v.presets.values())) - set(self.defaults))
             if unknown:
                 raise ValueError(f"{self.name}: variant {v.name!r} sets unknown keys {unknown}")
+            if set(v.presets) - set(PRESETS):
+                raise ValueError(f"{self.name}: variant {v.name!r} sets config for unknown presets "
+                                 f"{sorted(set(v.presets) - set(PRESETS))}; expected {PRESETS}")
         if not self.datasets:
             raise ValueError(f"{self.name}: needs at least one dataset")
         unknown_alone = sorted(set(self.alone) - set(names) - set(self.extras))
@@ -372,13 +378,16 @@ class Benchmark:
 
     def config(self, preset: str, variant: str | None = None, overrides: Mapping[str, Any] | None = None,
                task: str | None = None) -> dict[str, Any]:
-        """defaults <- preset <- the preset's task (``tasks``) <- variant <- user overrides; unknown keys are refused."""
+        """defaults <- preset <- the preset's task (``tasks``) <- variant <- the variant's own config for this preset
+        <- user overrides; unknown keys are refused."""
         lookup(f"preset of {self.name}", {p: p for p in PRESETS}, preset)
         cfg = copy.deepcopy(self.defaults)
         cfg.update(copy.deepcopy(self.presets.get(preset, {})))
         cfg.update(copy.deepcopy(dict(self.task(preset, task).config)))
         if variant is not None:
-            cfg.update(copy.deepcopy(dict(self.variant(variant).config)))
+            v = self.variant(variant)
+            cfg.update(copy.deepcopy(dict(v.config)))
+            cfg.update(copy.deepcopy(dict(v.presets.get(preset, {}))))
         for key, value in (overrides or {}).items():
             lookup(f"config key of {self.name}", self.defaults, key)
             cfg[key] = value

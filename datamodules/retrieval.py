@@ -52,7 +52,7 @@ from datamodules import DatasetNotFoundError
 from datamodules.corpora import Article, load_wiki_articles
 from datamodules.text import split_sentences
 
-RETRIEVAL_DATASETS = ("gensim_wiki", "msmarco", "beir")
+RETRIEVAL_DATASETS = ("wikilinks", "gensim_wiki", "msmarco", "beir")
 
 
 @dataclass
@@ -70,6 +70,17 @@ class RetrievalData:
     # the text of each training query's positive when it is not its corpus passage's (ICT with
     # all_train_sentences: the passage minus the query sentence); empty: the corpus passages
     train_positive_text: list[str] = field(default_factory=list)
+    # a validation split (tuning and model selection: never the judged test split); may be empty
+    val_queries: list[str] = field(default_factory=list)
+    val_relevant: list[list[int]] = field(default_factory=list)
+    # named subsets of the test queries (a flag per test query), reported beside the whole: wikilinks' "nonexact"
+    # (the mention is not its entity's title) and "unseen" (the entity is no training query's)
+    test_groups: dict[str, list[bool]] = field(default_factory=dict)
+    # the strings that mark a query's span (wikilinks: GENRE's [START_ENT] / [END_ENT]): tokenizer special tokens,
+    # and the encoder pools a query over the marked span
+    markers: tuple[str, str] | None = None
+    # extra texts the tokenizer is trained on besides the passages (wikilinks: the training mentions in context)
+    tokenizer_texts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         P = len(self.passages)
@@ -83,6 +94,11 @@ class RetrievalData:
             raise ValueError("every test query needs at least one relevant passage; got an empty list")
         if self.train_positive_text and len(self.train_positive_text) != len(self.train_queries):
             raise ValueError(f"train_positive_text has {len(self.train_positive_text)} texts for {len(self.train_queries)} training queries")
+        if len(self.val_queries) != len(self.val_relevant):
+            raise ValueError(f"{len(self.val_queries)} validation queries but {len(self.val_relevant)} relevance lists")
+        for group, flags in self.test_groups.items():
+            if len(flags) != len(self.test_queries):
+                raise ValueError(f"test group {group!r} flags {len(flags)} queries; there are {len(self.test_queries)}")
 
     def train_passage_ids(self) -> list[int]:
         """Passages that unsupervised statistics may be computed from without seeing a held-out
@@ -95,8 +111,12 @@ class RetrievalData:
         return [p for p, a in enumerate(self.passage_article) if a not in held_out]
 
     def counts(self) -> dict[str, int]:
-        return {"passages": len(self.passages), "train_queries": len(self.train_queries),
-                "test_queries": len(self.test_queries)}
+        out = {"passages": len(self.passages), "train_queries": len(self.train_queries),
+               "test_queries": len(self.test_queries)}
+        if self.val_queries:
+            out["val_queries"] = len(self.val_queries)
+        out.update({f"test_queries_{g}": sum(flags) for g, flags in self.test_groups.items()})
+        return out
 
 
 # --------------------------------------------------------------------------------------
@@ -181,6 +201,54 @@ def load_gensim_wiki(passage_words: int = 100, max_passages_per_article: int | N
                      test_frac: float = 0.2, split_seed: int = 0, all_train_sentences: bool = False) -> RetrievalData:
     return inverse_cloze(load_wiki_articles(), passage_words, max_passages_per_article, min_query_words, test_frac,
                          split_seed, "gensim_wiki", all_train_sentences)
+
+
+# --------------------------------------------------------------------------------------
+# Offline default: entity retrieval over the extract's wikilinks
+# --------------------------------------------------------------------------------------
+def load_wikilinks(context_words: int = 4, split_seed: int = 0, max_train_queries: int | None = None,
+                   max_eval_queries: int | None = None) -> RetrievalData:
+    """Mention -> entity retrieval on the wikilinks of gensim's Wikipedia extract: the data of
+    the ``genre`` benchmark (:func:`datamodules.entities.load_gensim_entities`, split by article
+    with ``split_seed``), posed as passage retrieval.
+
+    - a passage is a KB entity's title: the whole KB (~21k) is the corpus. Titles that are
+      equal after lower-casing (the tokenizer lower-cases) are one passage, relevant to the
+      mentions of each of them (60 pairs, differing only in case);
+    - a query is the mention marked in its context, ``left [START_ENT] mention [END_ENT]
+      right`` with ``context_words`` words each side (GENRE's input); the encoder pools the
+      marked span (``markers``);
+    - training queries come from the training articles, validation (tuning, model selection)
+      and test queries (judged) from held-out articles; ``max_eval_queries`` keeps a seeded
+      subsample of each (the same for every variant);
+    - test groups: ``nonexact``, the mention is not its title (lexical match does not decide),
+      and ``unseen``, the entity is no training mention's.
+
+    Nothing of a held-out mention reaches the corpus: a passage is only a title.
+    """
+    from datamodules.entities import END_ENT, START_ENT, load_gensim_entities, mark_mention, subsample
+
+    data = load_gensim_entities(split_seed)
+    pid: dict[str, int] = {}
+    passages: list[str] = []
+    for title in data.kb:  # sorted: the first of a case-collision group names the passage
+        key = title.lower()
+        if key not in pid:
+            pid[key] = len(passages)
+            passages.append(title)
+    train = subsample(data.train, max_train_queries, split_seed)
+    val = subsample(data.validation, max_eval_queries, split_seed)
+    test = subsample(data.test, max_eval_queries, split_seed)
+    query = lambda m: mark_mention(m, context_words)  # noqa: E731
+    seen = {m.entity for m in data.train}
+    cw = context_words
+    context = [" ".join([*m.left.split()[-cw:], m.mention, *m.right.split()[:cw]]) if cw > 0 else m.mention for m in train]
+    return RetrievalData(
+        passages, [query(m) for m in train], [pid[m.entity.lower()] for m in train],
+        [query(m) for m in test], [[pid[m.entity.lower()]] for m in test], name="wikilinks",
+        val_queries=[query(m) for m in val], val_relevant=[[pid[m.entity.lower()]] for m in val],
+        test_groups={"nonexact": [not m.is_exact for m in test], "unseen": [m.entity not in seen for m in test]},
+        markers=(START_ENT, END_ENT), tokenizer_texts=context)
 
 
 # --------------------------------------------------------------------------------------
@@ -285,9 +353,12 @@ def load_beir(data_dir: str | os.PathLike) -> RetrievalData:
 
 
 def load_retrieval(name: str, data_dir: str | os.PathLike | None = None, **wiki_options) -> RetrievalData:
-    """A retrieval dataset by name: ``gensim_wiki`` offline, ``msmarco`` / ``beir`` from ``data_dir``."""
+    """A retrieval dataset by name: ``wikilinks`` and ``gensim_wiki`` (inverse cloze) offline,
+    ``msmarco`` / ``beir`` from ``data_dir``; ``wiki_options`` go to the offline loader."""
     if name not in RETRIEVAL_DATASETS:
         raise ValueError(f"unknown retrieval dataset {name!r}; known: {', '.join(RETRIEVAL_DATASETS)}")
+    if name == "wikilinks":
+        return load_wikilinks(**wiki_options)
     if name == "gensim_wiki":
         return load_gensim_wiki(**wiki_options)
     check_files(name, data_dir)
@@ -297,7 +368,7 @@ def load_retrieval(name: str, data_dir: str | os.PathLike | None = None, **wiki_
 def check_files(name: str, data_dir: str | os.PathLike | None) -> None:
     """Within milliseconds, a :class:`~datamodules.DatasetNotFoundError` naming what is missing
     when ``data_dir`` lacks a file that ``name`` needs (the CLI checks this before any unit)."""
-    if name == "gensim_wiki":
+    if name in ("wikilinks", "gensim_wiki"):
         return
     if data_dir is None:
         raise DatasetNotFoundError(f"dataset {name!r} needs --data-dir (its TSV/JSONL files); got none")
@@ -375,12 +446,25 @@ class RetrievalDataModule(L.LightningDataModule):
             keep = np.sort(np.random.default_rng(0).permutation(len(data.test_queries))[: self.max_test_queries])
             data.test_queries = [data.test_queries[i] for i in keep]
             data.test_relevant = [data.test_relevant[i] for i in keep]
+            data.test_groups = {g: [flags[i] for i in keep] for g, flags in data.test_groups.items()}
         if not data.train_queries:
             raise ValueError(f"{self.name}: no training queries (train qrels missing?); a dense retriever needs some")
-        self.tokenizer = pretrained_tokenizer(self.tokenizer_name) if self.tokenizer_name else train_wordpiece(data.passages, self.vocab_size)
+        if self.tokenizer_name:
+            self.tokenizer = pretrained_tokenizer(self.tokenizer_name)
+            if data.markers:  # a pre-trained vocabulary gets the markers as added special tokens
+                self.tokenizer.add_special_tokens(list(data.markers))
+        elif data.markers or data.tokenizer_texts:
+            self.tokenizer = train_wordpiece([*data.passages, *data.tokenizer_texts], self.vocab_size,
+                                             extra_special=data.markers or ())
+        else:  # the inverse-cloze corpus: the tokenizer of its reference runs (same texts, same cache key)
+            self.tokenizer = train_wordpiece(data.passages, self.vocab_size)
+        # the marker ids (None: no span pooling), and the vocabulary the encoder needs
+        self.marker_ids = tuple(self.tokenizer.token_to_id(t) for t in data.markers) if data.markers else None
+        self.vocab_size = max(self.vocab_size, self.tokenizer.get_vocab_size())
         self.passage_tokens = tokenize(self.tokenizer, data.passages, self.passage_max_len)  # [P, Lp]
         self.train_query_tokens = tokenize(self.tokenizer, data.train_queries, self.query_max_len)  # [Q, Lq]
         self.test_query_tokens = tokenize(self.tokenizer, data.test_queries, self.query_max_len)  # [Qt, Lq]
+        self.val_query_tokens = tokenize(self.tokenizer, data.val_queries, self.query_max_len)  # [Qv, Lq] (may be empty)
         self.train_positive = torch.as_tensor(data.train_positive, dtype=torch.long)  # [Q]
         # [Q, Lp] each training query's positive: its corpus passage, or its own text (ICT, all_train_sentences)
         self.train_positive_tokens = (tokenize(self.tokenizer, data.train_positive_text, self.passage_max_len)

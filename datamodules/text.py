@@ -66,9 +66,11 @@ def cached_tokenizer(kind: str, settings: str, texts: Sequence[str], build: Call
     return tok
 
 
-def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = True, cache: bool = True):
+def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = True, cache: bool = True,
+                    extra_special: Sequence[str] = ()):
     """A BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts`` (cached: see
-    :func:`cached_tokenizer`). Special tokens are ``SPECIAL_TOKENS`` with ids 0..4.
+    :func:`cached_tokenizer`). Special tokens are ``SPECIAL_TOKENS`` with ids 0..4, then
+    ``extra_special`` (e.g. entity markers) with ids 5, 6, ...
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -80,11 +82,14 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: boo
         tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *extra_special],
+                                            show_progress=False)
         tok.train_from_iterator(texts, trainer=trainer)
         return tok
 
-    return cached_tokenizer("wordpiece", f"{vocab_size}|{lowercase}|", texts, build, cache)
+    # the settings string without extras is the one pinned tokenizers were hashed with
+    extra = f"{'|'.join(extra_special)}|" if extra_special else ""
+    return cached_tokenizer("wordpiece", f"{vocab_size}|{lowercase}|{extra}", texts, build, cache)
 
 
 def _words_from_encoding(text: str, enc) -> tuple[list[str], list[list[int]]]:

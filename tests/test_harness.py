@@ -54,6 +54,20 @@ def test_config_layers_defaults_preset_variant_and_overrides():
     assert cfg["batch_size"] == bench.defaults["batch_size"]
 
 
+def test_a_variants_preset_config_applies_at_that_preset_only_and_overrides_still_win():
+    """ance's learning rates were tuned at quick: they must not reach the full preset's pre-trained BERT-base."""
+    bench = get_benchmark("ance")
+    assert bench.config("quick", "ance")["lr"] == 3e-4 and bench.config("quick", "inbatch_neg")["lr"] == 1e-3
+    assert bench.config("full", "ance")["lr"] == bench.config("full", "inbatch_neg")["lr"] == bench.presets["full"]["lr"]
+    assert bench.config("quick", "ance", {"lr": 5e-4})["lr"] == 5e-4  # --set (and a tuning try) wins
+    common = dict(name="x", paper=PaperRef("t", "a", "c"), claim="c", datasets={"d": lambda *a: None},
+                  defaults={"a": 1}, metrics=[Metric("m", True)], run=lambda ctx: [], verdict=lambda df: None)
+    with pytest.raises(ValueError, match="unknown keys"):
+        Benchmark(variants=[Variant("v", "baseline", presets={"quick": {"b": 2}})], presets={}, **common)
+    with pytest.raises(ValueError, match="unknown presets"):
+        Benchmark(variants=[Variant("v", "baseline", presets={"huge": {"a": 2}})], presets={}, **common)
+
+
 def test_a_spec_without_baseline_or_with_unknown_preset_keys_is_refused():
     common = dict(name="x", paper=PaperRef("t", "a", "c"), claim="c", datasets={"d": lambda *a: None},
                   defaults={"a": 1}, metrics=[Metric("m", True)], run=lambda ctx: [], verdict=lambda df: None)

@@ -11,31 +11,37 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Variant, Verdict, lazy,
+from benchmarks.registry import (Benchmark, FastDev, Metric, PaperNumber, PaperParams, PaperRef, Task, Tuning, Variant, Verdict, lazy,
                                  register_benchmark)
-from benchmarks.verdict import Comparison, Judgement, combine, floor_separation, gate, judge, make_verdict, per_seed, seed_stats
+from benchmarks.verdict import Comparison, floor_separation, gate, judge, make_verdict, per_seed, seed_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 UNITS = "benchmarks.units.ance"
 METHOD = "ance"
-DENSE_BASELINES = ("random_neg", "inbatch_neg", "bm25_neg")  # the claim: ANCE beats every one (intersection-union)
+SOURCES = ("random_neg", "inbatch_neg", "bm25_neg")  # the other negative sources, same encoder, budget and negatives
 DELTA = 0.01
 DELTA_SOURCE = ("scale argument: the paper's smallest gap, ANCE (FirstP) vs BM25 Neg on MARCO dev, is 0.031 MRR@10 "
                 "(Table 1, 0.330 vs 0.299); 0.01 is the smallest difference a reader would call a gain")
-COMPARISONS = tuple(Comparison(METHOD, b, "mrr_at_10", "better", delta=DELTA, source=DELTA_SOURCE) for b in DENSE_BASELINES)
-# "and beat BM25": judged and reported on its own line, not part of the status (the claim's core is the negatives)
-VS_BM25 = Comparison(METHOD, "bm25", "mrr_at_10", "better", delta=DELTA, source=DELTA_SOURCE)
+# the best other source is chosen on the validation split (never the judged test split), among those that trained
+SELECT_ON = "mrr_at_10@split=validation"
 # a dense variant counts as trained when its MRR@10 is above its floor (the larger of its untrained encoder's, step 0,
-# and a random ranking's) by more than this, at 95 % (floor_separation, paired by seed: same seed = same start)
-LEARNED_MARGIN = 0.01
-SMALL_CANNOT = ("What this scale cannot show: ANCE fine-tunes a pre-trained RoBERTa-base on ~500k MS MARCO queries; "
-                "here ~4,600 inverse-cloze pairs from ~85 articles teach a small encoder the passages it has seen, not a "
-                "matching function that reaches unseen ones (not even unseen passages of the training articles), whatever "
-                "the start: random, IDF pooling, MLM or crop pre-training on the corpus, pre-trained static embeddings "
-                "(the spec's comments give the figures). So no negative source can show an effect; the full preset "
-                "(--dataset msmarco, bert-base-uncased) is the test.")
+# and a random ranking's) by more than this, at 95 % (floor_separation, paired by seed: same seed = same start);
+# issue 26's "at least 0.05 MRR@10 over the untrained start"
+LEARNED_MARGIN = 0.05
+SMALL_CANNOT = ("On the inverse cloze task (gensim_wiki) a small encoder learns the passages it has seen, not a "
+                "matching function that reaches unseen ones (the spec's comments give the figures); the default "
+                "task, wikilinks, is where dense retrievers learn at this scale.")
+
+
+# equal effort: every trained negative source gets the same three learning rates, one seed each, scored on the
+# validation split; ance_sync takes ance's (an ablation of the refresh, not a source)
+TUNING = Tuning(score=SELECT_ON, grids={v: {"lr": (1e-4, 3e-4, 1e-3, 3e-3)} for v in (METHOD, *SOURCES)}, seeds=1)
+
+
+def comparison(baseline: str, metric: str = "mrr_at_10", label: str = "") -> Comparison:
+    return Comparison(METHOD, baseline, metric, "better", delta=DELTA, source=DELTA_SOURCE, label=label)
 
 
 def floor(df: pd.DataFrame, variant: str) -> dict[int, float]:
@@ -47,32 +53,67 @@ def floor(df: pd.DataFrame, variant: str) -> dict[int, float]:
 
 def trained(df: pd.DataFrame, variant: str) -> tuple[bool, str]:
     """Has a dense variant trained beyond its start? (MRR@10 above its floor by more than LEARNED_MARGIN)"""
+    if not per_seed(df, variant, "mrr_at_10"):
+        return False, f"{variant}: no rows"
     ok, text = floor_separation(per_seed(df, variant, "mrr_at_10"), floor(df, variant), LEARNED_MARGIN)
     return ok, f"{variant}: {text.replace('model − floor ', '')}"
 
 
+def best_source(df: pd.DataFrame, candidates: list[str]) -> tuple[str, str]:
+    """The strongest other negative source: the highest mean validation MRR@10 (the test split when a run has no
+    validation rows, said so)."""
+    for metric, where in ((SELECT_ON, "validation"), ("mrr_at_10", "test: no validation rows")):
+        scores = {v: seed_stats(df, v, metric)[0] for v in candidates if seed_stats(df, v, metric)[2]}
+        if scores:
+            best = max(scores, key=scores.get)
+            return best, f"best other source {best} by mean MRR@10 on {where} (" + ", ".join(
+                f"{v} {x:.3f}" for v, x in sorted(scores.items(), key=lambda kv: -kv[1])) + ")"
+    return candidates[0], "no MRR@10 rows for the other sources"
+
+
 def claim_verdict(df: pd.DataFrame) -> Verdict:
-    """ANCE beats every dense negative source on MRR@10 (each by the smallest gain), once each has trained."""
-    if seed_stats(df, METHOD, "mrr_at_10")[2] == 0:
-        return make_verdict("inconclusive", [judge(df, c) for c in COMPARISONS], "missing mrr_at_10 for ance")
-    competence = {v: trained(df, v) for v in (METHOD, *DENSE_BASELINES)}
+    """ANN negatives (ance) beat the best other negative source on MRR@10, paired by seed, once both trained beyond
+    their start; ance vs BM25 a separate line, overall and on mentions that are not their title."""
+    present = [v for v in SOURCES if seed_stats(df, v, "mrr_at_10")[2]]
+    if seed_stats(df, METHOD, "mrr_at_10")[2] == 0 or not present:
+        return make_verdict("inconclusive", [], "missing mrr_at_10 for ance or for every other negative source")
+    competence = {v: trained(df, v) for v in (METHOD, *present)}
+    learned = [v for v in present if competence[v][0]]
+    best, how = best_source(df, learned or present)
+    untrained = [v for v in (METHOD, best) if not competence[v][0]]
+    primary = gate(judge(df, comparison(best, label=f"ance vs the best other source ({best})")), not untrained,
+                   f"not trained beyond its start: {', '.join(untrained)} (below)")
+    lines = [primary]
+    if seed_stats(df, "bm25", "mrr_at_10")[2]:  # "and beat BM25": its own line, not part of the status
+        lines.append(gate(judge(df, comparison("bm25", label="ance vs bm25 (separate line)")), competence[METHOD][0],
+                          "ance not trained beyond its start"))
+        if seed_stats(df, METHOD, "mrr_at_10@subset=nonexact")[2]:
+            lines.append(judge(df, comparison("bm25", "mrr_at_10@subset=nonexact",
+                                              "ance vs bm25, mentions that are not their title (reported)")))
+    lines += [judge(df, comparison(v, label=f"ance vs {v} (reported)")) for v in present if v != best]
 
-    def gated(c: Comparison, variants: tuple[str, ...]) -> Judgement:
-        failed = [v for v in variants if not competence[v][0]]
-        return gate(judge(df, c), not failed, f"not trained beyond its start: {', '.join(failed)} (below)")
+    def mean(variant: str, metric: str) -> float:
+        return seed_stats(df, variant, metric)[0]
 
-    judgements = [gated(c, (METHOD, c.baseline)) for c in COMPARISONS]
-    bm25 = gated(VS_BM25, (METHOD,))
-    notes = [f"reported, not part of the status: {bm25.text()}"]
-    sync = seed_stats(df, "ance_sync", "mrr_at_10")
-    if sync[2]:
-        notes.append(f"ance_sync MRR@10 {sync[0]:.4f}")
+    notes = [how + "; the status is that line alone"]
     notes.append(f"trained beyond the start (MRR@10 − floor, margin {LEARNED_MARGIN:g}): "
                  + "; ".join(text for _, text in competence.values()))
-    if not all(ok for ok, _ in competence.values()):
-        if "dataset" in df and "gensim_wiki" in set(df["dataset"]):  # the embedded data: say why, once
-            notes.append(SMALL_CANNOT)
-    return make_verdict(combine(judgements, "all"), judgements, "; ".join(notes))
+    notes.append("floors: untrained encoder (step 0) " + ", ".join(
+        f"{v} {mean(v, 'untrained_mrr_at_10'):.3f}" for v in (METHOD, *present)) +
+        f"; random ranking {mean(METHOD, 'trivial_mrr_at_10@ranking=random'):.4f}; simple reference bm25 "
+        f"{mean('bm25', 'mrr_at_10'):.3f}")
+    ann, rnd = mean(METHOD, "neg_grad_norm@source=ann"), mean(METHOD, "neg_grad_norm@source=random")
+    if math.isfinite(ann) and math.isfinite(rnd):
+        notes.append(f"gradient norm of the same batches on the trained ance encoder: ANN negatives {ann:.2f} vs random "
+                     f"{rnd:.2f} (loss {mean(METHOD, 'neg_loss@source=ann'):.3f} vs {mean(METHOD, 'neg_loss@source=random'):.3f})")
+    sync = seed_stats(df, "ance_sync", "mrr_at_10")
+    if sync[2]:
+        notes.append(f"asynchronous refresh: ance MRR@10 {mean(METHOD, 'mrr_at_10'):.3f}, lag {mean(METHOD, 'refresh_lag'):.1f} "
+                     f"steps, fit {mean(METHOD, 'fit_s'):.1f} s; synchronous ance_sync {sync[0]:.3f}, lag 0, fit "
+                     f"{mean('ance_sync', 'fit_s'):.1f} s")
+    if "dataset" in df and "gensim_wiki" in set(df["dataset"]) and not all(ok for ok, _ in competence.values()):
+        notes.append(SMALL_CANNOT)
+    return make_verdict(primary.status, lines, "; ".join(notes))
 
 
 @register_benchmark
@@ -87,36 +128,49 @@ def ance() -> Benchmark:
         claim=(
             "Negatives retrieved from an ANN index of the corpus, built with a recent checkpoint of the encoder being "
             "trained and refreshed asynchronously, train a dense retriever better than random, in-batch or BM25 "
-            "negatives at the same budget, and beat BM25 (tested with a small BERT trained from scratch on "
-            "inverse-cloze queries over ~1k Wikipedia passages, not MS MARCO with RoBERTa-base; instead of a pre-trained "
-            "encoder, an IDF-weighted pooling computed offline from the training articles)."
+            "negatives at the same budget, and beat BM25 (tested on mention -> entity retrieval over the ~21k "
+            "entities of gensim's Wikipedia extract with a small BERT trained from scratch, not MS MARCO passages "
+            "with RoBERTa-base)."
         ),
         verdict_rule=(
-            f"ANCE must beat every dense negative source ({', '.join(DENSE_BASELINES)}) on MRR@10, each one a declared "
-            f"comparison with smallest gain {DELTA} (the paper's smallest gap, vs BM25 Neg, is 0.031): per baseline, the "
-            "95 % paired-t interval of ance − baseline over seeds (same seed = same initial encoder) holds if its lower "
-            f"end is above 0 and its upper end is not below {DELTA}, does not hold if its upper end is below {DELTA}, else "
-            "inconclusive. The claim holds only if every comparison holds, and does not hold if any does not "
-            "(intersection-union, no correction needed). A comparison is inconclusive unless ance and its baseline "
-            "have trained beyond their start: MRR@10 above the floor (the larger of the untrained encoder's, step 0, "
-            f"and a random ranking's) by more than {LEARNED_MARGIN} at 95 %. ance vs bm25 is judged the same way and "
-            "reported, not part of the status"
+            f"ANCE (ANN negatives) must beat the best other negative source ({', '.join(SOURCES)}: the one with the "
+            "highest mean validation MRR@10 among those that trained, chosen on the validation split, never the "
+            f"judged test split) on test MRR@10 by the smallest gain {DELTA} (the paper's smallest gap, vs BM25 Neg, "
+            "is 0.031): the 95 % interval of ance − best over seeds, paired (same seed = same initial encoder and data; "
+            "paired t for 3-5 seeds, IQM with a stratified bootstrap from 6), holds if its lower end is above 0 and its "
+            f"upper end is not below {DELTA}, does not hold if its upper end is below {DELTA}, else inconclusive. It is "
+            "inconclusive unless ance and that source have trained beyond their start: MRR@10 above the floor (the "
+            "larger of the untrained encoder's, step 0, and a random ranking's) by more than "
+            f"{LEARNED_MARGIN} at 95 %. ance vs bm25 is a separate line judged the same way (beside it, on the "
+            "mentions that are not their entity's title), and ance vs each other source is reported; neither is part "
+            "of the status"
         ),
         variants=[
+            # learning rates at quick: the winners of `iclrbench tune ance` (results/reference/ance-quick-tuning.csv), per
+            # variant and preset (Variant.presets), so that they never reach the full preset's BERT-base
             Variant("ance", "method", {}, "ANN negatives from an index refreshed asynchronously by a background thread "
-                    "(BM25 negatives until the first index is ready: the paper's warm-up)"),
+                    "(BM25 negatives until the first index is ready: the paper's warm-up)", presets={"quick": {"lr": 3e-4}}),
             Variant("ance_sync", "method", {}, "ablation: the same refreshes, but training waits for each (lag 0)",
-                seeds={"quick": 2}),
-            Variant("bm25", "baseline", {}, "bm25s (Lucene BM25, k1 1.5, b 0.75), no training"),
-            Variant("random_neg", "baseline", {}, "the same dual encoder and budget, uniform random negatives"),
-            Variant("inbatch_neg", "baseline", {}, "the same dual encoder and budget, the other queries' positives"),
-            Variant("bm25_neg", "baseline", {}, "the same dual encoder and budget, negatives from BM25's top passages"),
+                seeds={"quick": 2}, presets={"quick": {"lr": 3e-4}}),
+            Variant("bm25", "baseline", {}, "bm25s (Lucene BM25, k1 1.5, b 0.75), no training; wikilinks: queried with "
+                    "the mention alone"),
+            Variant("random_neg", "baseline", {}, "the same dual encoder and budget, uniform random negatives",
+                    presets={"quick": {"lr": 1e-3}}),
+            Variant("inbatch_neg", "baseline", {}, "the same dual encoder and budget, as many negatives drawn at random "
+                    "from the other queries' positives (the paper's Rand Neg), a column of the row's own passage masked",
+                    presets={"quick": {"lr": 1e-3}}),
+            Variant("bm25_neg", "baseline", {}, "the same dual encoder and budget, negatives from BM25's top passages",
+                    presets={"quick": {"lr": 1e-3}}),
         ],
         datasets={
+            "wikilinks": lazy(f"{UNITS}:retrieval", name="wikilinks"),
             "gensim_wiki": lazy(f"{UNITS}:retrieval", name="gensim_wiki"),
             "msmarco": lazy(f"{UNITS}:retrieval", name="msmarco"),
             "beir": lazy(f"{UNITS}:retrieval", name="beir"),
         },
+        # gensim_wiki, the inverse cloze task: the default before issue 26, kept as a named dataset. What follows was
+        # measured there with its own settings then (init="corpus", 1 layer, 200 steps of 16 x 4 negatives, lr 1e-4,
+        # pool_lr 3e-2, 64-token passages, negatives_from="train"; pass them with --set to run it that way).
         # From scratch (2 layers, plain mean pooling) every dense variant stayed at a random ranking's MRR@10 on the
         # held-out articles (lr 1e-3 memorises the training pairs: training-query MRR@10 0.46, held-out 0.00; 2e-4..3e-4
         # at best ~0.025). So at quick every dense variant starts from the same offline, unsupervised corpus
@@ -164,22 +218,39 @@ def ance() -> Benchmark:
         #   teach the encoder the passages it has seen, not a matching function that reaches passages it has not.
         # A dense retriever that learns here needs a pre-trained contextual encoder and more pairs: the `full` preset
         # (bert-base-uncased, MS MARCO from --data-dir), which needs a download.
-        # quick (= defaults), sized for the 4-minute budget: 12 passages per article (1,064 passages; 201 held-out ICT
+        # its quick then, sized for a 4-minute budget: 12 passages per article (1,064 passages; 201 held-out ICT
         # queries; every sentence of a training passage a query, 4,622, whose positive is its passage minus it), passages
         # cut at 64 tokens, a 1-layer BERT of width 64, 200 steps of 16 queries x 4 negatives (in-batch: 15) from the
         # training articles' passages; evaluation every 25 steps; ANCE refreshes every 25 steps from step 20.
+        # wikilinks (issue 26), measured before any tuning (seed 0, lr 1e-3, 400 steps of 32, 7 negatives, 2 layers of
+        # width 64, span pooling of the marked mention, every variant from the seeded random encoder, init="none"):
+        # test MRR@10 at step 0 0.049-0.053 (random ranking 0.0001), after 50 steps 0.72-0.75, after 400 random_neg 0.768,
+        # inbatch_neg 0.797; bm25 (the mention alone) 0.850, 0.585 on mentions that are not their title. Dense
+        # retrievers learn here. The budget was then cut to 300 steps with 5 evaluation points (unit time; the curve
+        # is flat after ~150 steps) and the learning rate tuned per source (`tuning` below).
+        # Depths: the paper's fraction (200 of 8.8M) is half a passage of 20,821, so both ANN and BM25 negatives come
+        # from the top 0.1 % (21 passages: the floor, neg_pool + 1), as close to its regime as a pool allows.
         defaults=dict(
-            passage_words=100, max_passages_per_article=12, min_query_words=6, test_frac=0.2, split_seed=0, all_train_sentences=True, negatives_from="train",
-            max_train_queries=None, max_test_queries=None, vocab_size=4000, query_max_len=32, passage_max_len=64,
-            checkpoint=None, init="corpus", hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256,
-            batch_size=16, num_negatives=4, lr=1e-4, pool_lr=3e-2, weight_decay=0.01, warmup_steps=10, grad_clip=1.0, max_steps=200, emb_lr=None, temperature=None,
-            # ANCE: negatives drawn uniformly from the top-200 ANN passages (Sec. 5; official code topk_training=200);
-            # BM25 Neg from BM25's top 100 (Sec. 5). Each refresh draws a pool of neg_pool per query; steps sample from it.
-            depth=200, bm25_depth=100, neg_pool=20, refresh_every=25, refresh_start=20,
-            eval_every=25, eval_k=100, grad_batches=4,
+            # wikilinks (the default): GENRE's input, 4 words of context each side of the marked mention; a seeded
+            # subsample of the held-out validation and test mentions (the same for every variant)
+            context_words=4, max_eval_queries=1000,
+            # gensim_wiki (inverse cloze): its passages and queries (datamodules.retrieval.inverse_cloze)
+            passage_words=100, max_passages_per_article=12, min_query_words=6, test_frac=0.2, all_train_sentences=True,
+            split_seed=0, negatives_from="all",
+            # training queries: 9,600 = max_steps x batch_size, one epoch, a seeded subset of wikilinks' 21,501 (another per
+            # seed, the same for every variant of a seed): what the steps use, and what an ANN refresh and BM25 encode
+            max_train_queries=9600, max_test_queries=None, vocab_size=4000, query_max_len=32, passage_max_len=16,
+            checkpoint=None, init="none", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+            batch_size=32, num_negatives=7, lr=1e-3, pool_lr=None, weight_decay=0.01, warmup_steps=20, grad_clip=1.0,
+            max_steps=300, emb_lr=None, temperature=None,
+            # negatives: ANN from the top depth_frac of the candidate passages (the paper: 200 of 8.8M, 2.3e-5), BM25
+            # Neg from BM25's top bm25_depth_frac (the paper: 100 of 8.8M); at least neg_pool + 1 passages. Each
+            # refresh draws a pool of neg_pool per query; steps sample num_negatives from it
+            depth_frac=0.001, bm25_depth_frac=0.001, neg_pool=20, refresh_every=75, refresh_start=25,
+            eval_every=75, eval_k=100, grad_batches=2,
         ),
         presets={
-            "smoke": dict(max_passages_per_article=2, vocab_size=300, passage_max_len=32, query_max_len=16,
+            "smoke": dict(max_passages_per_article=2, max_train_queries=400, max_eval_queries=50, vocab_size=300, query_max_len=16,
                           hidden_size=16, num_layers=1, intermediate_size=32, batch_size=8, num_negatives=2,
                           max_steps=4, warmup_steps=1, neg_pool=4, refresh_every=2, refresh_start=1, eval_every=2,
                           grad_batches=1),
@@ -191,7 +262,8 @@ def ance() -> Benchmark:
             "full": dict(max_passages_per_article=None, checkpoint="bert-base-uncased", init="none", pool_lr=None, passage_max_len=128,
                          query_max_len=32, batch_size=32, num_negatives=1, lr=1e-5, warmup_steps=5000,
                          max_steps=100000, refresh_every=10000, refresh_start=10000, eval_every=20000,
-                         grad_batches=16),
+                         grad_batches=16, depth_frac=200 / 8_841_823, bm25_depth_frac=100 / 8_841_823, max_eval_queries=None,
+                         max_train_queries=None),
         },
         metrics=[
             Metric("mrr_at_10", True, primary=True, tolerance=0.1,
@@ -200,13 +272,24 @@ def ance() -> Benchmark:
             Metric("recall_at_k", True, tolerance=0.1, description="Recall@k, k = 1, 10, 100 (torchmetrics RetrievalRecall)"),
             Metric("mrr_at_10_vs_step", True, curve=True, x_label="training step", tolerance=0.1,
                    description="MRR@10 during training, per negative source (step 0: the untrained encoder)"),
-            Metric("untrained_mrr_at_10", True, kind="info", description="MRR@10 of the initial encoder (a trivial baseline)"),
+            Metric("untrained_mrr_at_10", True, kind="info",
+                   description="MRR@10 of the initial encoder, step 0 (a trivial baseline); @subset= on a test subset"),
             Metric("trivial_mrr_at_10", True, kind="info",
                    description="@ranking=random: expected MRR@10 of a uniformly random ranking, (1/P) Σ_{r≤10} 1/r"),
             Metric("neg_loss", True, kind="info",
                    description="contrastive loss of training batches on the trained encoder, @source=ann (fresh index) vs random negatives"),
             Metric("neg_grad_norm", True, kind="info",
                    description="global gradient norm of those batches: the paper's argument that random negatives give small gradients"),
+            Metric("neg_loss_vs_step", True, kind="info", curve=True, x_label="training step",
+                   description="contrastive loss of the same training batches with ANN (fresh index) vs random negatives"),
+            Metric("neg_grad_norm_vs_step", True, kind="info", curve=True, x_label="training step",
+                   description="global gradient norm of those batches (paper Sec. 3: random negatives' gradients vanish)"),
+            Metric("train_loss_vs_step", False, kind="info", curve=True, x_label="training step",
+                   description="training loss on the variant's own negatives (mean over each evaluation interval)"),
+            Metric("train_grad_norm_vs_step", True, kind="info", curve=True, x_label="training step",
+                   description="global gradient norm before clipping on the variant's own negatives (mean per interval)"),
+            Metric("depth", True, kind="info",
+                   description="passages whose top negatives are drawn from, @source=ann / bm25 (depth_frac of the candidates)"),
             Metric("refresh_lag", False, kind="info",
                    description="mean training steps between a refresh's snapshot and the first step that uses it (sync: 0)"),
             Metric("index_staleness", False, kind="info",
@@ -224,7 +307,8 @@ def ance() -> Benchmark:
             Metric("fit_s", False, kind="efficiency", tolerance=0.5, description="wall time of the fit, evaluations included"),
         ],
         run=lazy(f"{UNITS}:run"),
-        tasks={"full": {"msmarco": Task()}},  # MS MARCO passage ranking (collection.tsv, queries, qrels)
+        tuning=TUNING,
+        tasks={"quick": {"wikilinks": Task()}, "full": {"msmarco": Task()}},  # MS MARCO passage ranking (collection.tsv, queries, qrels)
         stand_in_keys=("checkpoint",),  # bert-base-uncased is a download: --stand-in-data builds its architecture
         # fast dev run: two training steps, the index refreshed at step 1 (so an ANN refresh runs), evaluation at the
         # start and the end; on a CPU a batch of 4 (BERT-base over 32 queries x 128-token passages with gradient

@@ -35,7 +35,9 @@ from lit_modules.ance.negatives import (
     bm25_search,
     build_index,
     contrastive_loss,
+    depth_from_fraction,
     hard_negatives,
+    in_batch_columns,
     in_batch_negatives,
     random_negatives,
     sample_candidates,
@@ -46,6 +48,7 @@ from lit_modules.ance.refresh import AnnRefresh
 
 __all__ = [
     "AnnRefresh", "DenseRetriever", "DualEncoder", "RandomNegatives", "TableNegatives", "bm25_index", "bm25_search",
-    "build_index", "contrastive_loss", "encode", "evaluate", "hard_negatives", "in_batch_negatives",
+    "build_index", "contrastive_loss", "depth_from_fraction", "encode", "evaluate", "hard_negatives", "in_batch_columns",
+    "in_batch_negatives",
     "init_from_corpus", "random_negatives", "retrieval_metrics", "sample_candidates", "search", "token_idf",
 ]

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from lit_modules.ance.negatives import build_index, contrastive_loss, in_batch_negatives, search
+from lit_modules.ance.negatives import build_index, contrastive_loss, in_batch_columns, search
 
 NegativeKind = Literal["ann", "random", "inbatch", "bm25"]
 NEGATIVE_KINDS = ("ann", "random", "inbatch", "bm25")
@@ -24,13 +24,20 @@ class DualEncoder(nn.Module):
     per-token weight ``pool_weight`` (1 at construction: the plain mean;
     :func:`~lit_modules.ance.pretrain.init_from_corpus` sets it to the tokens' IDF). Built from a ``transformers.BertConfig`` and
     trained from scratch, or loaded from a named checkpoint (``checkpoint``: a Hugging Face
-    name or local path; offline, a name fails at once, a local path works)."""
+    name or local path; offline, a name fails at once, a local path works).
+
+    ``span_ids`` (start, end): the ids of the markers around a query's mention (wikilinks'
+    ``[START_ENT]`` / ``[END_ENT]``); a row that holds the start marker is pooled over the
+    marked span only, markers included (the span pooling of entity-linking bi-encoders, whose
+    states have read the context through self-attention), a row without one (a passage) over
+    all its tokens."""
 
     def __init__(self, vocab_size: int = 4000, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
                  intermediate_size: int = 256, max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None,
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, span_ids: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.pad_id, self.normalize = pad_id, normalize
+        self.span_ids = tuple(span_ids) if span_ids is not None else None
         if checkpoint:
             from transformers import AutoModel
 
@@ -51,6 +58,8 @@ class DualEncoder(nn.Module):
             self.bert = BertModel(config, add_pooling_layer=False)
         self.pool_weight = nn.Embedding(self.bert.config.vocab_size, 1)
         nn.init.ones_(self.pool_weight.weight)
+        if self.span_ids is not None and max(self.span_ids) >= self.bert.config.vocab_size:
+            raise ValueError(f"span marker ids {self.span_ids} outside the vocabulary of {self.bert.config.vocab_size}")
 
     @property
     def dim(self) -> int:
@@ -62,10 +71,21 @@ class DualEncoder(nn.Module):
         length = int(mask.sum(1).max()) if len(ids) else 1
         ids, mask = ids[:, :length], mask[:, :length]  # drop all-pad columns
         hidden = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, L, D]
+        if self.span_ids is not None:
+            mask = span_mask(ids, mask, *self.span_ids)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         w = self.pool_weight(ids).to(hidden.dtype) * m  # [B, L, 1]
         emb = (hidden * w).sum(1) / m.sum(1).clamp_min(1.0)
         return torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+
+def span_mask(ids: torch.Tensor, mask: torch.Tensor, start_id: int, end_id: int) -> torch.Tensor:
+    """[B, L] bool: the positions from the start marker to the end marker inclusive, for rows
+    that hold a start marker (to the last token where the end marker was cut off); ``mask``
+    itself for rows without one."""
+    start, end = (ids == start_id).long(), (ids == end_id).long()
+    inside = (start.cumsum(1) - end.cumsum(1) + end) > 0
+    return torch.where(start.any(1, keepdim=True), inside, torch.ones_like(inside)) & mask
 
 
 @torch.inference_mode()
@@ -107,18 +127,28 @@ def retrieval_metrics(top_ids: torch.Tensor, top_scores: torch.Tensor, relevant:
 
 
 def evaluate(encoder: nn.Module, passage_tokens: torch.Tensor, query_tokens: torch.Tensor,
-             relevant: Sequence[Sequence[int]], k: int = 100, batch_size: int = 256) -> dict[str, float]:
+             relevant: Sequence[Sequence[int]], k: int = 100, batch_size: int = 256,
+             groups: dict[str, Sequence[bool]] | None = None, passage_emb: torch.Tensor | None = None) -> dict[str, float]:
     """Encode the corpus, index it with faiss, search the queries' top ``k``; the retrieval
-    metrics plus ``encode_throughput`` (passages/s) and ``search_throughput`` (queries/s)."""
+    metrics plus ``encode_throughput`` (passages/s) and ``search_throughput`` (queries/s).
+    ``groups``: named subsets of the queries (a flag per query), whose metrics are added as
+    ``<metric>@subset=<name>``. ``passage_emb``: the corpus already encoded (no throughput then)."""
     start = time.perf_counter()
-    p_emb = encode(encoder, passage_tokens, batch_size)
+    p_emb = encode(encoder, passage_tokens, batch_size) if passage_emb is None else passage_emb
     encode_s = time.perf_counter() - start
     q_emb = encode(encoder, query_tokens, batch_size)
     start = time.perf_counter()
     ids, scores = search(build_index(p_emb), q_emb, k)
     search_s = time.perf_counter() - start
     out = retrieval_metrics(ids, scores, relevant)
-    out.update(encode_throughput=len(p_emb) / encode_s, search_throughput=len(q_emb) / max(search_s, 1e-9))
+    for name, flags in (groups or {}).items():
+        rows = [i for i, f in enumerate(flags) if f]
+        if rows:
+            sub = retrieval_metrics(ids[rows], scores[rows], [relevant[i] for i in rows])
+            out.update({f"{metric}@subset={name}": v for metric, v in sub.items()})
+    if passage_emb is None:
+        out.update(encode_throughput=len(p_emb) / encode_s)
+    out.update(search_throughput=len(q_emb) / max(search_s, 1e-9))
     return out
 
 
@@ -137,7 +167,8 @@ class DenseRetriever(L.LightningModule):
                  hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, intermediate_size: int = 256,
                  max_len: int = 160, pad_id: int = 0, checkpoint: str | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 10, max_steps: int = 200,
-                 pool_lr: float | None = None, emb_lr: float | None = None, temperature: float | None = None) -> None:
+                 pool_lr: float | None = None, emb_lr: float | None = None, temperature: float | None = None,
+                 span_ids: tuple[int, int] | None = None) -> None:
         super().__init__()
         if negatives not in NEGATIVE_KINDS:
             raise ValueError(f"unknown negatives {negatives!r}; known: {', '.join(NEGATIVE_KINDS)}")
@@ -147,8 +178,11 @@ class DenseRetriever(L.LightningModule):
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be > 0 or None; got {temperature}")
         self.encoder = DualEncoder(vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_len, pad_id, checkpoint,
-                                   normalize=temperature is not None)
+                                   normalize=temperature is not None, span_ids=span_ids)
         self.negative_source = None
+        # (step, loss, global gradient norm before clipping) of every training step: the paper's Sec. 3 quantities
+        self.trace: list[tuple[int, float, float]] = []
+        self._loss: float | None = None
         self.passage_tokens = self.query_tokens = self.positive_ids = self.positive_tokens = None
 
     def attach(self, passage_tokens: torch.Tensor, query_tokens: torch.Tensor, positive_ids: torch.Tensor,
@@ -172,18 +206,22 @@ class DenseRetriever(L.LightningModule):
             return self.positive_tokens[query_idx]
         return self.passage_tokens[self.positive_ids[query_idx]]
 
-    def embed_batch(self, query_idx: torch.Tensor, negative_ids: torch.Tensor | None):
-        """(q [B, D], pos [B, D], neg [B, N, D]); ``negative_ids`` [B, N] or None (in-batch)."""
+    def embed_batch(self, query_idx: torch.Tensor, negative_ids: torch.Tensor | None, generator: torch.Generator | None = None):
+        """(q [B, D], pos [B, D], neg [B, N, D], mask [B, N] or None): ``contrastive_loss``'s
+        arguments. ``negative_ids`` [B, N] corpus ids, or None: in-batch negatives, ``num_negatives``
+        of the other queries' positives per row (:func:`in_batch_columns`: a column whose positive
+        is the row's own passage never counts), so every source trains on as many negatives."""
         q = self.encoder(self.query_tokens[query_idx].to(self.device))
         if self.hparams.get("temperature") is not None:  # unit-norm embeddings: the score is cosine / temperature
             q = q / self.hparams.temperature
         pos_tokens = self.positive_text(query_idx)  # [B, Lp]
         if negative_ids is None:
             pos = self.encoder(pos_tokens.to(self.device))
-            return q, pos, in_batch_negatives(pos)
+            cols, valid = in_batch_columns(self.positive_ids[query_idx.cpu()], self.hparams.num_negatives, generator)
+            return q, pos, pos[cols.to(pos.device)], valid
         B, N = negative_ids.shape
         passages = self.encoder(torch.cat([pos_tokens, self.passage_tokens[negative_ids.reshape(-1)]]).to(self.device))
-        return q, passages[:B], passages[B:].view(B, N, -1)
+        return q, passages[:B], passages[B:].view(B, N, -1), None
 
     def negatives_for(self, query_idx: torch.Tensor) -> torch.Tensor | None:
         if self.hparams.negatives == "inbatch":
@@ -195,7 +233,14 @@ class DenseRetriever(L.LightningModule):
             raise RuntimeError("DenseRetriever.attach(...) must be called before training")
         loss = contrastive_loss(*self.embed_batch(batch, self.negatives_for(batch)))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self._loss = float(loss.detach())
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Record the step's loss and global gradient norm (before Lightning clips it)."""
+        norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        self.trace.append((self.global_step, self._loss if self._loss is not None else float("nan"), norm))
 
     def configure_optimizers(self):
         # AdamW with linear warm-up and decay, as the official code (its tiny lr is for a pretrained RoBERTa; from scratch needs more)
