@@ -298,6 +298,26 @@ def test_dense_retriever_trains_with_the_ann_refresh_callback():
     assert stats["refreshes"] == 2 and stats["refresh_lag"] == 0 and stats["fallback_steps"] == 1
     assert [r.snapshot_step for r in refresh.history] == [1, 3]
     assert stats["index_staleness"] == pytest.approx((0 + 1 + 0 + 1 + 2) / 5)
+    # every step's loss and its gradient norm before clipping are traced (the paper's Sec. 3 quantities)
+    assert [t[0] for t in module.trace] == list(range(6)) and all(t[1] > 0 and t[2] > 0 for t in module.trace)
+
+
+def test_the_traced_gradient_norm_is_taken_before_clipping():
+    import lightning as L
+
+    torch.manual_seed(0)
+    passages, queries = torch.randint(5, 40, (12, 6)), torch.randint(5, 40, (8, 4))
+    norms = {}
+    for clip in (None, 1e-3):
+        torch.manual_seed(0)
+        module = DenseRetriever(negatives="inbatch", num_negatives=3, vocab_size=40, hidden_size=8, num_layers=1,
+                                num_heads=2, intermediate_size=16, max_len=6, max_steps=1, warmup_steps=0)
+        module.attach(passages, queries, torch.arange(8))
+        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu", gradient_clip_val=clip)
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(torch.arange(8), batch_size=8))
+        norms[clip] = module.trace[0][2]
+    assert norms[1e-3] == pytest.approx(norms[None]) and norms[None] > 1e-2
 
 
 # ------------------------------------------------------------------------------ corpus initialisation
@@ -401,6 +421,16 @@ def test_bm25_search_ranks_with_bm25s_scores():
                     and (i == 9 or ref_scores[r][i] > ref_scores[r][i + 1] + 1e-6)]
         assert [int(ids[row][i]) for i in distinct] == [int(ref_ids[r][i]) for i in distinct]
     assert scores[40].eq(0).all() and scores[42].eq(0).all()  # only stop words / unknown words: no score
+
+
+def test_bm25_reads_a_marked_query_by_its_mention_and_traces_average_per_interval():
+    from benchmarks.units.ance import lexical, window_means
+
+    marks = ("[START_ENT]", "[END_ENT]")
+    assert lexical(["went to [START_ENT] New York [END_ENT] last year", "no marker"], marks) == ["New York", "no marker"]
+    assert lexical(["went to [START_ENT] x [END_ENT] y"], None) == ["went to [START_ENT] x [END_ENT] y"]
+    trace = [(s, float(s), 2.0 * s) for s in range(7)]
+    assert window_means(trace, 3) == [(2, 1.0, 2.0), (5, 4.0, 8.0), (6, 6.0, 12.0)]
 
 
 def test_inverse_cloze_removes_the_query_and_splits_by_article():

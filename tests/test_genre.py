@@ -364,3 +364,19 @@ def test_bm25_gives_no_answer_to_a_query_made_only_of_stop_words():
     docs = bm25_search(retriever, ["the of", "roger", "zebra"], k=2)
     assert docs[0].tolist() == [-1, -1] and docs[2].tolist() == [-1, -1]  # no indexed word: no arbitrary titles
     assert docs[1, 0] == 1
+
+
+def test_titles_equal_after_tokenization_are_one_entity_for_scoring():
+    """"Apple" and "APPLE" lower-case to one token sequence: a model that predicts either is right for both."""
+    from types import SimpleNamespace
+
+    from benchmarks.units.genre import accuracy_rows, canonical_titles
+
+    title_ids = [[7, 8, 2], [9, 2], [7, 8, 2], [10, 2]]  # KB indices 0 and 2 are one sequence
+    assert canonical_titles(title_ids).tolist() == [0, 1, 0, 3]
+    kb = ["Apple", "Banana", "APPLE", "Cherry"]
+    dm = SimpleNamespace(title_ids=title_ids, kb_index={t: i for i, t in enumerate(kb)},
+                         data=SimpleNamespace(seen_entities=lambda: set()))
+    test = [Mention("apple", "", "", "APPLE"), Mention("apple", "", "", "Apple"), Mention("x", "", "", "Cherry")]
+    rows = {r.metric: r.value for r in accuracy_rows([[0, 1], [2, 3], [1, 0]], test, dm, 2)}
+    assert rows["acc_at_1"] == pytest.approx(2 / 3) and rows["recall_at_k@k=2"] == pytest.approx(2 / 3)

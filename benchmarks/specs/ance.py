@@ -323,9 +323,10 @@ def ance() -> Benchmark:
                       for v in ("ance", "ance_sync", "random_neg", "inbatch_neg", "bm25_neg")],
         param_count=lazy(f"{UNITS}:full_params"),
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
-        # nothing trains beyond its start at quick, so no number of seeds decides it (issue 26); 74 s per seed, the
-        # ance_sync ablation 2 seeds
+        # quick seeds: 3, the issue's floor. The first 3-seed run on wikilinks (commit f45cd1d): ance − inbatch_neg
+        # −0.142 [−0.431, +0.147], about 7 seeds would decide it; ance's seeds spread 0.52-0.75 (ANN negatives make its
+        # curve oscillate), the others' 0.01-0.02. A seed of the five dense variants and bm25 costs ~560 s of unit time
+        # (~110 s a dense unit), so 7 seeds would add ~37 min of unit time: beyond the quick budget. ance_sync 2 seeds
         seeds={"quick": 3},
         paper_numbers=[
             # Table 1 of arXiv 2007.00808 (checked against two restatements of the table, one a full translation of

@@ -119,9 +119,20 @@ def trained_dual_encoder(ctx: UnitContext, dm: EntityDataModule) -> tuple[DualEn
 
 
 # ------------------------------------------------------------------------------ scoring
+def canonical_titles(title_ids) -> np.ndarray:
+    """[E] for each KB index, the first index whose title has the same token sequence (itself when distinct)."""
+    first: dict[tuple[int, ...], int] = {}
+    return np.array([first.setdefault(tuple(s), i) for i, s in enumerate(title_ids)], dtype=np.int64)
+
+
 def accuracy_rows(preds: list[list[int]], test: list[Mention], dm: EntityDataModule, k: int) -> list[Measurement]:
-    """acc@1 overall / seen / unseen / non-trivial and recall@k of ranked KB indices (-1: not a KB title)."""
-    gold = np.array([dm.kb_index[m.entity] for m in test])
+    """acc@1 overall / seen / unseen / non-trivial and recall@k of ranked KB indices (-1: not a KB title).
+
+    Titles whose token sequences are equal (60 of the embedded KB's differ from another only in case, and the
+    tokenizer lower-cases) are one entity for scoring: no model can tell them apart, so predicting either is right."""
+    canon = canonical_titles(dm.title_ids)
+    gold = np.array([canon[dm.kb_index[m.entity]] for m in test])
+    preds = [[int(canon[i]) if i >= 0 else -1 for i in p] for p in preds]
     top1 = np.array([p[0] if p else -1 for p in preds])
     hit = top1 == gold
     in_k = np.array([g in p[:k] for g, p in zip(gold, preds)])
