@@ -380,3 +380,17 @@ def test_titles_equal_after_tokenization_are_one_entity_for_scoring():
     test = [Mention("apple", "", "", "APPLE"), Mention("apple", "", "", "Apple"), Mention("x", "", "", "Cherry")]
     rows = {r.metric: r.value for r in accuracy_rows([[0, 1], [2, 3], [1, 0]], test, dm, 2)}
     assert rows["acc_at_1"] == pytest.approx(2 / 3) and rows["recall_at_k@k=2"] == pytest.approx(2 / 3)
+
+
+def test_tuning_reads_the_validation_split_with_equal_tries_and_its_own_row_names():
+    from benchmarks.registry import get_benchmark
+    from benchmarks.unit import Measurement
+    from benchmarks.units.genre import on_split
+
+    t = get_benchmark("genre").tuning
+    assert t.score == "acc_at_1@split=validation"
+    assert len(t.points("genre")) == len(t.points("dual_encoder")) == 4
+    assert all(p["eval_split"] == "validation" for v in t.grids for p in t.points(v))
+    rows = on_split([Measurement("acc_at_1", 0.5), Measurement("recall_at_k@k=5", 0.9)], "validation")
+    assert [r.metric for r in rows] == ["acc_at_1@split=validation", "recall_at_k@k=5,split=validation"]
+    assert on_split(rows, "test") == rows
