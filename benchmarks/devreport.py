@@ -58,12 +58,17 @@ def dev_table(run_dir: Path, df: pd.DataFrame) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     units = sorted((run_dir / "units").glob("*.dev.json"))
     datasets = df.drop_duplicates(["benchmark", "variant"]).set_index(["benchmark", "variant"])["dataset"].to_dict()
+    all_datasets = df.groupby(["benchmark", "variant"])["dataset"].agg(lambda s: sorted(set(map(str, s)))).to_dict()
     for path in units:
         try:
             d = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         bench, unit = d.get("benchmark", "?"), d.get("unit", "?")
+        dataset = str(datasets.get((bench, unit), ""))
+        parts = path.name.split(".", 1)[0].split("__")
+        if len(parts) == 4:  # bench__variant__task__sN: a preset of several tasks, the unit's own (drq's two tasks)
+            dataset = next((x for x in all_datasets.get((bench, unit), []) if x.split(" ", 1)[0] == parts[2]), parts[2])
         real = d.get("real_batch") or {}
         batch = d.get("batch")
         scale = None
@@ -72,7 +77,7 @@ def dev_table(run_dir: Path, df: pd.DataFrame) -> list[str]:
         batch_cell = "—" if batch is None else (f"{batch} of {max(real.values())}" if real else f"{batch}")
         step_s, peak = d.get("step_s"), d.get("step_peak_mb")
         lines.append("| " + " | ".join([
-            bench, unit, str(datasets.get((bench, unit), "")), d.get("status", "?"),
+            bench, unit, dataset, d.get("status", "?"),
             fmt_num(d.get("params")), _paper_params(bench, unit), f"{d.get('what', '—')}",
             batch_cell, fmt_num(step_s), fmt_num(peak, 4) + (f" ({d['memory']})" if d.get("memory") else ""),
             fmt_num(step_s * scale) if scale and step_s is not None else "—",

@@ -210,3 +210,20 @@ def test_fast_dev_run_of_a_full_preset_on_stand_in_data(tmp_path):
     assert set(params["value"]) == {1_206_590.0}
     report = (run_dir / "report.md").read_text()
     assert "fast dev run" in report and "1.21 M" in report and "federated round" in report
+
+
+def test_the_dev_table_names_each_units_own_task(tmp_path):
+    """A preset of several tasks (drq: cartpole_swingup and reacher_easy) gets one row per task, each with its dataset."""
+    import json
+
+    import pandas as pd
+
+    from benchmarks.devreport import dev_table
+
+    (tmp_path / "units").mkdir()
+    for task in ("cartpole_swingup", "reacher_easy"):
+        (tmp_path / "units" / f"drq__sac__{task}__s0.dev.json").write_text(json.dumps(
+            dict(benchmark="drq", unit="sac", status="ok", params=10, what=task, batch=4, step_s=1.0, step_peak_mb=5.0)))
+    df = pd.DataFrame([dict(benchmark="drq", variant="sac", dataset=t) for t in ("cartpole_swingup", "reacher_easy")])
+    rows = [line.split(" | ") for line in dev_table(tmp_path, df)[2:]]
+    assert [(r[2], r[6]) for r in rows] == [("cartpole_swingup", "cartpole_swingup"), ("reacher_easy", "reacher_easy")]
