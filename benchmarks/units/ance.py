@@ -34,6 +34,7 @@ from lit_modules.ance import (
     depth_from_fraction,
     encode,
     evaluate,
+    grouped_retrieval_metrics,
     hard_negatives,
     init_from_corpus,
     random_negatives,
@@ -42,7 +43,6 @@ from lit_modules.ance import (
 )
 
 NEGATIVES = {"ance": "ann", "ance_sync": "ann", "random_neg": "random", "inbatch_neg": "inbatch", "bm25_neg": "bm25"}
-QUALITY = ("mrr_at_10", "ndcg_at_10", "recall_at_k@k=1", "recall_at_k@k=10", "recall_at_k@k=100")
 QUALITY_BASES = ("mrr_at_10", "ndcg_at_10", "recall_at_k")
 MODEL_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "checkpoint")
 
@@ -174,6 +174,7 @@ class RetrievalCurve(L.Callback):
         self.dm, self.every, self.k, self.probe = dm, every, k, probe
         self.points: list[tuple[int, dict]] = []
         self.probes: list[tuple[int, dict]] = []
+        self.passage_emb: torch.Tensor | None = None
 
     def measure(self, module: DenseRetriever, step: int) -> None:
         dm = self.dm
@@ -184,6 +185,7 @@ class RetrievalCurve(L.Callback):
                          groups=dm.data.test_groups, passage_emb=p_emb)
         point["encode_throughput"] = len(p_emb) / max(encode_s, 1e-9)
         self.points.append((step, point))
+        self.passage_emb = p_emb  # the latest corpus encoding (after the last step: the trained encoder's)
         if self.probe is not None:
             allowed = self.probe.allowed
             self.probes.append((step, self.probe.measure(module, p_emb if allowed is None else p_emb[allowed])))
@@ -216,11 +218,11 @@ def window_means(trace: list[tuple[int, float, float]], every: int) -> list[tupl
 
 
 # ------------------------------------------------------------------------------ the unit
-def quality(prefix_metrics: dict, suffix: str = "") -> list[Measurement]:
+def quality(metrics: dict, suffix: str = "") -> list[Measurement]:
     """The quality metrics of an evaluation, subsets included, with ``suffix`` appended to each
     name's qualifiers (``@split=validation``)."""
     out = []
-    for name, value in prefix_metrics.items():
+    for name, value in metrics.items():
         if name.split("@", 1)[0] in QUALITY_BASES:
             out.append(Measurement(name + (("," if "@" in name else "@") + suffix if suffix else ""), value))
     return out
@@ -241,13 +243,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
         start = time.perf_counter()
         ids, scores = bm25_search(retriever, lexical(data.test_queries, data.markers), cfg["eval_k"])
         search_s = time.perf_counter() - start
-        metrics = retrieval_metrics(ids, scores, data.test_relevant)
-        for group, flags in data.test_groups.items():
-            rows = [i for i, f in enumerate(flags) if f]
-            if rows:
-                sub = retrieval_metrics(ids[rows], scores[rows], [data.test_relevant[i] for i in rows])
-                metrics.update({f"{m}@subset={group}": v for m, v in sub.items()})
-        out += quality(metrics)
+        out += quality(grouped_retrieval_metrics(ids, scores, data.test_relevant, data.test_groups))
         if data.val_queries:
             v_ids, v_scores = bm25_search(retriever, lexical(data.val_queries, data.markers), cfg["eval_k"])
             out += quality(retrieval_metrics(v_ids, v_scores, data.val_relevant), "split=validation")
@@ -295,8 +291,8 @@ def run(ctx: UnitContext) -> list[Measurement]:
     final = curve.points[-1][1]
     out += quality(final)
     if data.val_queries:  # model selection and tuning read this split, never the judged test split
-        out += quality(evaluate(module.encoder, dm.passage_tokens, dm.val_query_tokens, data.val_relevant, cfg["eval_k"]),
-                       "split=validation")
+        out += quality(evaluate(module.encoder, dm.passage_tokens, dm.val_query_tokens, data.val_relevant, cfg["eval_k"],
+                                passage_emb=curve.passage_emb), "split=validation")
     out += [Measurement("mrr_at_10_vs_step", p["mrr_at_10"], step=s) for s, p in curve.points]
     out.append(Measurement("untrained_mrr_at_10", curve.points[0][1]["mrr_at_10"]))
     out += [Measurement(f"untrained_{name}", v) for name, v in curve.points[0][1].items() if name.startswith("mrr_at_10@subset=")]

@@ -27,7 +27,7 @@ index refresh, a Lightning callback), :mod:`.pretrain` (the corpus-statistics in
 that stands in for a pre-trained encoder).
 """
 
-from lit_modules.ance.model import DenseRetriever, DualEncoder, encode, evaluate, retrieval_metrics
+from lit_modules.ance.model import DenseRetriever, DualEncoder, encode, evaluate, grouped_retrieval_metrics, retrieval_metrics
 from lit_modules.ance.negatives import (
     RandomNegatives,
     TableNegatives,
@@ -48,7 +48,8 @@ from lit_modules.ance.refresh import AnnRefresh
 
 __all__ = [
     "AnnRefresh", "DenseRetriever", "DualEncoder", "RandomNegatives", "TableNegatives", "bm25_index", "bm25_search",
-    "build_index", "contrastive_loss", "depth_from_fraction", "encode", "evaluate", "hard_negatives", "in_batch_columns",
+    "build_index", "contrastive_loss", "depth_from_fraction", "encode", "evaluate", "grouped_retrieval_metrics",
+    "hard_negatives", "in_batch_columns",
     "in_batch_negatives",
     "init_from_corpus", "random_negatives", "retrieval_metrics", "sample_candidates", "search", "token_idf",
 ]

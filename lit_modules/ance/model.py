@@ -126,6 +126,19 @@ def retrieval_metrics(top_ids: torch.Tensor, top_scores: torch.Tensor, relevant:
     return {name: float(metric(preds, target, indexes=indexes)) for name, metric in out.items()}
 
 
+def grouped_retrieval_metrics(top_ids: torch.Tensor, top_scores: torch.Tensor, relevant: Sequence[Sequence[int]],
+                              groups: dict[str, Sequence[bool]] | None = None) -> dict[str, float]:
+    """:func:`retrieval_metrics` over every query, plus ``<metric>@subset=<name>`` over each
+    named subset of them (``groups``: a flag per query; an empty subset adds nothing)."""
+    out = retrieval_metrics(top_ids, top_scores, relevant)
+    for name, flags in (groups or {}).items():
+        rows = [i for i, f in enumerate(flags) if f]
+        if rows:
+            sub = retrieval_metrics(top_ids[rows], top_scores[rows], [relevant[i] for i in rows])
+            out.update({f"{metric}@subset={name}": v for metric, v in sub.items()})
+    return out
+
+
 def evaluate(encoder: nn.Module, passage_tokens: torch.Tensor, query_tokens: torch.Tensor,
              relevant: Sequence[Sequence[int]], k: int = 100, batch_size: int = 256,
              groups: dict[str, Sequence[bool]] | None = None, passage_emb: torch.Tensor | None = None) -> dict[str, float]:
@@ -140,12 +153,7 @@ def evaluate(encoder: nn.Module, passage_tokens: torch.Tensor, query_tokens: tor
     start = time.perf_counter()
     ids, scores = search(build_index(p_emb), q_emb, k)
     search_s = time.perf_counter() - start
-    out = retrieval_metrics(ids, scores, relevant)
-    for name, flags in (groups or {}).items():
-        rows = [i for i, f in enumerate(flags) if f]
-        if rows:
-            sub = retrieval_metrics(ids[rows], scores[rows], [relevant[i] for i in rows])
-            out.update({f"{metric}@subset={name}": v for metric, v in sub.items()})
+    out = grouped_retrieval_metrics(ids, scores, relevant, groups)
     if passage_emb is None:
         out.update(encode_throughput=len(p_emb) / encode_s)
     out.update(search_throughput=len(q_emb) / max(search_s, 1e-9))
