@@ -21,7 +21,8 @@ Each KILT line is ``{"id", "input": "... [START_ENT] m [END_ENT] ...", "output":
 
 Public API: :func:`load_entity_data` -> :class:`EntityData`; :func:`read_kilt_jsonl`;
 :func:`mark_mention` (the model input); :func:`train_bpe` (a cached byte-level BPE
-tokenizer with the entity markers as special tokens).
+tokenizer with the entity markers as special tokens); :func:`gensim_training_articles` (the
+training split's article text, for pre-training).
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ def article_mentions(article: Article, redirects: dict[str, str], window: int = 
 
 
 ENTITY_DATA_VERSION = 1  # bump when article_mentions / the KB change: invalidates disk caches
+
+
+def gensim_training_articles(seed: int = 0, val_frac: float = 0.1, test_frac: float = 0.15) -> list[Article]:
+    """The extract's articles whose links are :func:`load_gensim_entities`'s training mentions (the same split):
+    text a model may pre-train on, since held-out articles hold the validation and test mentions' contexts."""
+    return split_documents(load_wiki_articles(), seed, val_frac, test_frac)[0]
 
 
 def load_gensim_entities(seed: int = 0, val_frac: float = 0.1, test_frac: float = 0.15) -> EntityData:
@@ -360,6 +367,15 @@ class EntityDataModule(L.LightningDataModule):
         self.kb_index = {t: i for i, t in enumerate(self.data.kb)}
         encoded = self.tokenizer.encode_batch(self.data.kb, add_special_tokens=False)
         self.title_ids = [e.ids + [EOS_ID] for e in encoded]
+
+    def pretraining_texts(self) -> list[str]:
+        """Training-split text only, for pre-training (issue 27): the training articles' cleaned text for
+        ``gensim_wiki`` (split by article as the mentions are), else each training mention in its context
+        (``left mention right``; KILT files carry no other text). The KB titles are added by the caller."""
+        self.setup()
+        if self.name == "gensim_wiki":
+            return [a.text for a in gensim_training_articles(self.seed)]
+        return [" ".join(p for p in (m.left, m.mention, m.right) if p) for m in self.data.train]
 
     def encode_sources(self, mentions: Sequence[Mention]) -> list[list[int]]:
         """Token ids of ``left [START_ENT] mention [END_ENT] right`` (``context_words`` words each

@@ -104,6 +104,13 @@ def communication_attention(
     return group_linear(read, w_o)
 
 
+def softmax_last(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.softmax(-1)`` written out: over a last axis of a few units torch's CPU kernel is
+    about 4x slower than these three ops (192 vs 51 us on [64, 4, 6, 6])."""
+    e = (scores - scores.detach().amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
 # ------------------------------------------------------------------------------ modules
 def _group_weight(units: int, fan_in: int, fan_out: int) -> nn.Parameter:
     bound = 1 / math.sqrt(fan_in)  # nn.Linear's default scale, per unit
@@ -189,7 +196,26 @@ class RIMCell(nn.Module):
     def step(
         self, kx: torch.Tensor, x_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One step from ``encode_inputs``: kx [B, D], x_gates [B, U, G*H].
+        """One step from ``encode_inputs``: kx [B, D], x_gates [B, U, G*H], h and c [B, U, H].
+        ``step_units`` in the batch-major layout (a copy each way; sequences use ``step_units``)."""
+        t = (lambda z: None if z is None else z.transpose(0, 1).contiguous())
+        h_new, c_new, active = self.step_units(kx, t(x_gates), t(h), t(c), self.fused_weights())
+        return t(h_new), t(c_new), active.t()
+
+    def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-unit maps of the previous state side by side, one batched product per step:
+        [W^q | W_h] [U, H, D + G*H] and their biases [U, 1, D + G*H] (the query has none)."""
+        w = torch.cat([self.w_query, self.w_h], -1)
+        b = torch.cat([self.b.new_zeros(self.num_units, self.w_query.shape[-1]), self.b_h if self.cell == "gru" else self.b], -1)
+        return w, b.unsqueeze(1)
+
+    def step_units(
+        self, kx: torch.Tensor, x_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None,
+        fused: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One step, unit-major: kx [B, D], x_gates [U, B, G*H], h and c [U, B, H], ``fused`` from
+        ``fused_weights`` -> (h', c', active [U, B]). Every per-unit map is one ``bmm`` over the
+        units (no permutes), which makes a step about 1.3x faster than the batch-major einsums.
 
         Input attention over the two rows [null, x] with a zero null key and value
         (``input_attention`` in closed form): the score of the null row is 0, so a unit's
@@ -197,24 +223,31 @@ class RIMCell(nn.Module):
         is 1 - sigmoid(s), and its read is sigmoid(s) v_x, whose image under the unit's input
         weights is sigmoid(s) (v_x W_x).
         """
-        q = group_linear(h, self.w_query)  # (B, U, D)
-        s = (q * kx.unsqueeze(1)).sum(-1) / math.sqrt(q.shape[-1])  # (B, U)
+        U, B, H = h.shape
+        q, h_gates = torch.baddbmm(fused[1], h, fused[0]).split([fused[0].shape[-1] - x_gates.shape[-1], x_gates.shape[-1]], -1)
+        s = (q * kx).sum(-1) / math.sqrt(q.shape[-1])  # (U, B)
         p_x = F.dropout(torch.sigmoid(s), self.dropout, self.training)
-        active = select_active(torch.sigmoid(-s), self.k)  # attention on the null row; (B, U)
+        null = torch.sigmoid(-s)  # attention on the null row
+        active = torch.zeros_like(null, dtype=torch.bool).scatter_(0, torch.topk(null, self.k, dim=0, largest=False).indices, True)
         a = active.unsqueeze(-1)
         gates_x = p_x.unsqueeze(-1) * x_gates
         if self.cell == "lstm":
-            i, f, g, o = (gates_x + group_linear(h, self.w_h, self.b)).chunk(4, dim=-1)
+            i, f, g, o = (gates_x + h_gates).chunk(4, dim=-1)
             c_upd = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h_upd = torch.sigmoid(o) * torch.tanh(c_upd)
         else:
-            xr, xz, xn = (gates_x + self.b).chunk(3, dim=-1)
-            hr, hz, hn = group_linear(h, self.w_h, self.b_h).chunk(3, dim=-1)
+            xr, xz, xn = (gates_x + self.b.unsqueeze(1)).chunk(3, dim=-1)
+            hr, hz, hn = h_gates.chunk(3, dim=-1)
             r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
             h_upd, c_upd = (1 - z) * torch.tanh(xn + r * hn) + z * h, None
         h_tilde = torch.where(a, h_upd, h)  # inactive units: unchanged (and no gradient from this step)
-        comm = communication_attention(h_tilde, self.w_comm_qkv, self.w_co, self.num_comm_heads, self.dropout, self.training)
-        h_new = torch.where(a, h_tilde + comm, h)  # residual, active units only
+        # communication (communication_attention, unit-major): heads over the units, per-unit maps
+        heads = self.num_comm_heads
+        qc, kc, vc = (t.view(U, B, heads, -1).permute(1, 2, 0, 3) for t in torch.bmm(h_tilde, self.w_comm_qkv).chunk(3, -1))
+        scores = qc @ kc.transpose(-1, -2) / math.sqrt(qc.shape[-1])  # (B, heads, U, U)
+        probs = F.dropout(softmax_last(scores), self.dropout, self.training)
+        read = (probs @ vc).permute(2, 0, 1, 3).reshape(U, B, -1)  # (U, B, heads*D)
+        h_new = torch.where(a, h_tilde + torch.bmm(read, self.w_co), h)  # residual, active units only
         c_new = torch.where(a, c_upd, c) if c is not None else None
         return h_new, c_new, active
 
@@ -268,15 +301,19 @@ class RecurrentNet(nn.Module):
         e = self.embed(tokens)  # (B, L, E)
         if self.core == "lstm":
             return self.head(self.lstm(e)[0]), None
-        h, c = self.cell.initial_state(tokens.shape[0], tokens.device)
+        B, L, _ = e.shape
+        h, c = (None if z is None else z.transpose(0, 1) for z in self.cell.initial_state(B, tokens.device))  # (U, B, H)
+        fused = self.cell.fused_weights()
+        # encode_inputs for all steps at once, the gates laid out (L, U, B, G*H)
+        kx, x_gates = self.cell.key(e), torch.einsum("blv,uvg->lubg", self.cell.value(e), self.cell.w_x)
         outs, actives = [], []
-        kx, x_gates = self.cell.encode_inputs(e)  # (B, L, D), (B, L, U, G*H): all steps at once
         # unbind, not [:, t]: one backward for all steps rather than a zero-filled one per step
-        for k_t, g_t in zip(kx.unbind(1), x_gates.unbind(1)):
-            h, c, active = self.cell.step(k_t, g_t, h, c)
-            outs.append(h.flatten(1))
+        for k_t, g_t in zip(kx.unbind(1), x_gates.unbind(0)):
+            h, c, active = self.cell.step_units(k_t, g_t, h, c, fused)
+            outs.append(h)
             actives.append(active)
-        return self.head(torch.stack(outs, 1)), torch.stack(actives, 1)
+        out = torch.stack(outs, 0).permute(2, 0, 1, 3).reshape(B, L, -1)  # (B, L, U*H), unit-major per step
+        return self.head(out), torch.stack(actives, 0).permute(2, 0, 1)
 
 
 def lstm_param_count(hidden: int, vocab_size: int, embed_dim: int, num_outputs: int) -> int:

@@ -394,3 +394,190 @@ def test_tuning_reads_the_validation_split_with_equal_tries_and_its_own_row_name
     rows = on_split([Measurement("acc_at_1", 0.5), Measurement("recall_at_k@k=5", 0.9)], "validation")
     assert [r.metric for r in rows] == ["acc_at_1@split=validation", "recall_at_k@k=5,split=validation"]
     assert on_split(rows, "test") == rows
+
+
+# ------------------------------------------------------------------------------ pre-training (issue 27)
+def infill_spans(source: list[int], target: list[int], mask_id: int) -> list[int] | None:
+    """Lengths of the spans each mask of ``source`` stands for, if the kept tokens of ``source`` are ``target``'s in
+    order with each mask replacing one contiguous (possibly empty) run; None otherwise. Greedy matching is exact here
+    because no two masks touch."""
+    spans, t = [], 0
+    for i, tok in enumerate(source):
+        if tok == mask_id:
+            nxt = source[i + 1] if i + 1 < len(source) else None
+            start = t
+            if nxt is None:
+                t = len(target)
+            else:
+                while t < len(target) and target[t] != nxt:
+                    t += 1
+                if t == len(target):
+                    return None
+            spans.append(t - start)
+        else:
+            if t >= len(target) or target[t] != tok:
+                return None
+            t += 1
+    return spans if t == len(target) else None
+
+
+def test_text_infilling_masks_thirty_percent_in_poisson_spans_each_one_mask_token():
+    import numpy as np
+
+    from lit_modules.genre.pretrain import MASK_ID, text_infilling
+
+    rng = np.random.default_rng(0)
+    masked = total = 0
+    lengths: list[int] = []
+    for _ in range(3000):
+        L = int(rng.integers(1, 60))
+        # distinct ids, so that the kept tokens' order and every span can be read back unambiguously
+        tokens = (np.arange(L) + 10).tolist()
+        source = text_infilling(tokens, 0.3, 3.0, rng)
+        assert MASK_ID not in tokens
+        assert all(not (a == b == MASK_ID) for a, b in zip(source, source[1:]))  # spans never touch: one mask each
+        spans = infill_spans(source, tokens, MASK_ID)
+        assert spans is not None, (tokens, source)
+        assert [t for t in source if t != MASK_ID] == [t for t in tokens if t in set(source)]  # kept, in order
+        assert sum(spans) == L - sum(t != MASK_ID for t in source)
+        masked += sum(spans)
+        total += L
+        lengths += spans
+    assert abs(masked / total - 0.3) < 0.01  # E[n] = 0.3 L exactly (stochastic rounding), 45k tokens
+    # the spans are Poisson(3) draws, the last cut to the budget: mean a little below 3, 0-length spans ~ e^-3 of them
+    lengths = np.array(lengths)
+    assert 2.3 < lengths.mean() < 3.0
+    assert 0.02 < (lengths == 0).mean() < 0.08
+
+
+def test_text_infilling_batches_target_the_original_text():
+    import numpy as np
+
+    from lit_modules.genre.pretrain import MASK_ID, InfillingCollate
+
+    texts = [[7, 8, 9, 10, 11, 12, 13, 14], [20, 21, 22], [30]]
+    batch = InfillingCollate(0.3, 3.0, seed=0)(texts)
+    for text, ids, mask, labels in zip(texts, batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        assert labels[labels != -100].tolist() == text + [EOS]
+        source = ids[mask.bool()].tolist()
+        assert infill_spans(source, text, MASK_ID) is not None
+    # the same seed, the same corruptions
+    again = InfillingCollate(0.3, 3.0, seed=0)(texts)
+    assert torch.equal(again["input_ids"], batch["input_ids"]) and np.all(again["labels"].numpy() == batch["labels"].numpy())
+
+
+def test_span_lengths_sum_to_the_budget():
+    import numpy as np
+
+    from lit_modules.genre.pretrain import span_lengths
+
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 2, 5, 17, 40):
+        for _ in range(50):
+            lengths = span_lengths(n, 3.0, rng)
+            assert sum(lengths) == n and all(k >= 0 for k in lengths)
+
+
+def test_mlm_masks_fifteen_percent_of_regular_tokens_and_never_a_special_one():
+    from lit_modules.genre.pretrain import MASK_ID, NUM_SPECIAL, mlm_mask
+
+    g = torch.Generator().manual_seed(0)
+    vocab = 500
+    ids = torch.randint(NUM_SPECIAL, vocab, (400, 64), generator=g)
+    ids[:, :3] = torch.tensor([START_ENT_ID, END_ENT_ID, 0])  # specials that must never be chosen
+    ids[:, -5:] = 1  # padding
+    inputs, labels = mlm_mask(ids, 0.15, vocab, g)
+    chosen = labels != -100
+    eligible = ids >= NUM_SPECIAL
+    assert not chosen[~eligible].any() and torch.equal(inputs[~eligible], ids[~eligible])
+    rate = chosen[eligible].float().mean().item()
+    assert abs(rate - 0.15) < 0.005  # 28k eligible tokens: sd 0.002
+    assert torch.equal(labels[chosen], ids[chosen])
+    as_mask = (inputs == MASK_ID) & chosen
+    changed = (inputs != ids) & (inputs != MASK_ID) & chosen
+    kept = (inputs == ids) & chosen
+    n = chosen.sum().item()
+    assert abs(as_mask.sum().item() / n - 0.8) < 0.02 and abs(changed.sum().item() / n - 0.1) < 0.015
+    assert abs(kept.sum().item() / n - 0.1) < 0.015  # includes the rare random draw of the same token
+    assert (inputs[changed] >= NUM_SPECIAL).all() and (inputs[changed] < vocab).all()
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+
+
+def test_masked_lm_initialises_both_dual_encoder_towers():
+    from lit_modules.genre import DualEncoderModule
+    from lit_modules.genre.pretrain import MaskedLMCollate, MaskedLMModule, init_dual_encoder
+
+    torch.manual_seed(0)
+    arch = dict(vocab_size=40, d_model=16, layers=1, heads=2, ffn_dim=32, max_positions=32, dropout=0.0, pre_norm=True)
+    mlm = MaskedLMModule(**arch)
+    batch = MaskedLMCollate(0.5, 40, seed=0)([[7, 8, 9, 10, 11, 12], [13, 14, 15]])
+    loss = mlm.loss(batch)
+    loss.backward()
+    assert math.isfinite(loss.item()) and all(p.grad is not None for p in mlm.parameters())
+    de = DualEncoderModule(**arch)
+    init_dual_encoder(de, mlm.encoder_state())
+    ids = torch.tensor([[7, 8, 9, 1]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        want = mlm.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        for tower in (de.mention_encoder, de.title_encoder):
+            assert torch.allclose(tower(input_ids=ids, attention_mask=mask).last_hidden_state, want)
+    assert de.mention_encoder.embed_tokens is de.title_encoder.embed_tokens is de.shared
+    assert torch.equal(de.shared.weight, mlm.shared.weight)
+
+
+def test_length_batches_cover_each_text_once_per_epoch_with_similar_lengths():
+    from lit_modules.genre.pretrain import LengthBatches
+
+    lengths = [5] * 40 + [48] * 40 + [3] * 9
+    sampler = LengthBatches(lengths, 8, seed=0)
+    first, second = list(sampler), list(sampler)
+    assert len(first) == len(sampler) == 11
+    flat = [i for b in first for i in b]
+    assert len(flat) == len(set(flat)) == 88
+    assert sum(1 for b in first if len({lengths[i] for i in b}) > 1) <= 2  # only batches at a boundary mix lengths
+    assert first != second  # a new order every epoch
+
+
+def test_pretraining_texts_come_from_training_articles_only():
+    from datamodules.entities import gensim_training_articles
+
+    data = load_entity_data("gensim_wiki", seed=1)
+    titles = {a.title for a in gensim_training_articles(seed=1)}
+    assert titles == {m.doc for m in data.train}  # the articles whose links are the training mentions
+    assert not titles & {m.doc for m in data.validation + data.test}
+
+
+def test_pretrained_weights_are_cached_per_seed_and_reused(tmp_path, monkeypatch):
+    from benchmarks.registry import get_benchmark
+    from benchmarks.unit import UnitContext
+    from benchmarks.units import genre as units
+
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+    train = "\n".join(kilt_line(i, "the city of", name, "is large", name) for i, name in
+                      enumerate(["Paris", "Lyon", "Nice", "Paris", "Lille", "Metz"] * 6))
+    (tmp_path / "aidayago2-train-kilt.jsonl").write_text(train + "\n")
+    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(kilt_line(99, "in", "Nice", "now", "Nice") + "\n")
+    config = {**get_benchmark("genre").config("smoke", "genre"), "vocab_size": 300, "pretrain_batch_size": 4,
+              "pretrain_steps": 2}
+    calls = []
+    real = units.pretrain
+    monkeypatch.setattr(units, "pretrain", lambda *a: calls.append(a[2]) or real(*a))
+
+    def ctx(seed: int, **changes) -> UnitContext:
+        return UnitContext(benchmark="genre", name="genre", seed=seed, preset="smoke", dataset="aida", config={**config, **changes},
+                           data_dir=str(tmp_path), quiet=True, artifacts_dir=str(tmp_path / "run"), logger="none")
+
+    dm = ctx(0).datamodule()
+    dm.setup()
+    texts = units.pretraining_texts(dm, 8)
+    assert texts[-len(dm.kb_index):] == [s[:-1] for s in dm.title_ids] and all(0 < len(t) <= 8 for t in texts)
+    first = units.pretrained(ctx(0), dm, "infill")
+    again = units.pretrained(ctx(0), dm, "infill")
+    assert calls == ["infill"]  # the second call loads, it does not train
+    assert again["pretrain_s"] == first["pretrain_s"] and all(torch.equal(again["state"][k], v) for k, v in first["state"].items())
+    units.pretrained(ctx(1), dm, "infill")  # another seed, another pre-training
+    units.pretrained(ctx(0, mask_ratio=0.2), dm, "infill")  # another setting too
+    units.pretrained(ctx(0), dm, "mlm")
+    assert calls == ["infill", "infill", "infill", "mlm"]
+    assert units.pretrained(ctx(0, pretrain_steps=0), dm, "infill") is None

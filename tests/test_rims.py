@@ -16,7 +16,7 @@ from datamodules.digit_sequences import (
 )
 from datamodules.images import DatasetNotFoundError
 from lit_modules.rims import (
-    RecurrentModel, RIMCell, input_attention, lstm_blocks, lstm_param_count, matched_lstm_hidden, select_active,
+    RecurrentModel, RecurrentNet, RIMCell, input_attention, lstm_blocks, lstm_param_count, matched_lstm_hidden, select_active,
 )
 
 B, I, H, U, K = 5, 7, 8, 6, 4
@@ -129,6 +129,25 @@ def test_fast_step_equals_the_papers_explicit_null_row_attention(cell):
     torch.testing.assert_close(fast[0], ref[0])
     if cell == "lstm":
         torch.testing.assert_close(fast[1], ref[1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_sequence_model_equals_the_papers_step_applied_step_by_step(cell):
+    """RecurrentNet's unit-major loop (fused query and recurrent maps, one bmm per map) against reference_step in
+    the batch-major layout, output by output, with the head's unit-major order of h.flatten(1)."""
+    torch.manual_seed(0)
+    net = RecurrentNet(5, 10, "rims", embed_dim=I, hidden_size=H, num_units=U, k=K, cell=cell, input_key_size=16,
+                       num_comm_heads=2, comm_key_size=4)
+    tokens = torch.randint(0, 5, (B, 9))
+    logits, active = net(tokens)
+    h, c = net.cell.initial_state(B)
+    want_logits, want_active = [], []
+    for t in range(tokens.shape[1]):
+        h, c, a = net.cell.reference_step(net.embed(tokens[:, t]), h, c)
+        want_logits.append(net.head(h.flatten(1)))
+        want_active.append(a)
+    torch.testing.assert_close(logits, torch.stack(want_logits, 1))
+    assert torch.equal(active, torch.stack(want_active, 1))
 
 
 def test_communication_reaches_active_units_only_through_attention_over_all_units():

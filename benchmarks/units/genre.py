@@ -5,6 +5,9 @@ Every variant is scored on the same test mentions (a seeded subsample of at most
 was seen in training and on unseen ones, on the non-trivial mentions (not an exact string
 match of their title), recall@k, index memory and latency per mention. GENRE and its
 unconstrained ablation share one trained model per seed (cached in the run's artifacts).
+With ``pretrain_steps`` > 0 GENRE's BART starts from text-infilling pre-training and both
+dual-encoder towers from masked-LM pre-training, on the same training-split texts and KB
+titles (``lit_modules/genre/pretrain.py``), cached per seed under ``$ICLRBENCH_CACHE``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,19 @@ import torch
 
 from benchmarks.train import count_parameters, make_trainer
 from benchmarks.unit import Measurement, UnitContext, is_rank_zero
-from datamodules.entities import EntityDataModule, Mention, alias_table, mark_mention, subsample, trivial_prediction
+from datamodules.corpora import CLEANER_VERSION, cache_dir
+from datamodules.entities import (ENTITY_DATA_VERSION, EntityDataModule, Mention, alias_table, mark_mention, subsample,
+                                  trivial_prediction)
 from lit_modules.genre import DualEncoderModule, GenreModule, Trie, bm25_index, bm25_search, generate_titles, title_index
 from lit_modules.genre.models import bm25_index_bytes, faiss_index_bytes, pad_batch
+from lit_modules.genre.pretrain import (InfillingCollate, LossTrace, MaskedLMCollate, MaskedLMModule, chunks,
+                                        init_dual_encoder, pretrain_loader)
 
 ARCH_KEYS = ("d_model", "layers", "heads", "ffn_dim", "max_positions", "dropout", "pre_norm")
+# what a pre-training depends on besides the architecture, the seed and the texts (see pretrained)
+PRETRAIN_KEYS = ("pretrain_steps", "pretrain_lr", "pretrain_warmup", "pretrain_batch_size", "mask_ratio", "poisson_lambda",
+                 "mlm_prob", "max_source_len", "weight_decay", "grad_clip")
+PRETRAIN_VERSION = 1  # bump when lit_modules.genre.pretrain's corruptions or models change: invalidates cached weights
 MB = 2**20
 
 
@@ -86,36 +97,115 @@ def full_params(config: dict, variant: str = "") -> int:
         return count_parameters(GenreModule(vocab_size=config["vocab_size"], **{k: config[k] for k in ARCH_KEYS}))
 
 
-def trained_genre(ctx: UnitContext, dm: EntityDataModule) -> tuple[GenreModule, float]:
-    """GENRE's model for this seed: trained once per run, shared by ``genre`` and ``genre_unconstrained``."""
+# ------------------------------------------------------------------------------ pre-training (issue 27)
+OBJECTIVES = {"infill": "genre", "mlm": "dual_encoder"}  # objective -> the model it pre-trains
+
+
+def pretraining_texts(dm: EntityDataModule, length: int) -> list[list[int]]:
+    """Token ids of the pre-training texts: the training split's text (``dm.pretraining_texts()``: never a held-out
+    article) cut into pieces of ``length`` tokens, then every KB title (the system's known entity set) alone."""
+    encoded = dm.tokenizer.encode_batch(dm.pretraining_texts(), add_special_tokens=False)
+    corpus = [c for e in encoded for c in chunks(e.ids, length)]
+    titles = [s[:-1] for s in dm.title_ids]  # without </s>
+    return [t for t in corpus + titles if t]
+
+
+def pretrain_key(ctx: UnitContext, dm: EntityDataModule, objective: str) -> str:
+    """A content hash of everything a pre-training depends on: its settings, the architecture, the tokenizer (itself a
+    hash of the training texts and the KB), the data's source and versions, the code's version and the seed."""
+    cfg = ctx.config
+    tokenizer = hashlib.sha1(dm.tokenizer.to_str().encode()).hexdigest()
+    return _key(objective, {k: cfg[k] for k in (*PRETRAIN_KEYS, *ARCH_KEYS)}, dm.name, str(dm.data_dir), tokenizer,
+                ENTITY_DATA_VERSION, CLEANER_VERSION, PRETRAIN_VERSION, ctx.seed)
+
+
+def pretrain(ctx: UnitContext, dm: EntityDataModule, objective: str) -> dict:
+    """One pre-training run: ``infill`` (GENRE's BART, text infilling) or ``mlm`` (one dual-encoder tower, masked-LM),
+    the same texts, steps, batch size and learning-rate schedule. Returns the weights (the whole seq2seq; the encoder,
+    embedding included) with the wall seconds, the final loss (mean of the last 10 % of steps) and the parameters."""
+    cfg = ctx.config
+    vocab = dm.tokenizer.get_vocab_size()
+    steps, seed = cfg["pretrain_steps"], ctx.seed
+    texts = pretraining_texts(dm, cfg["max_source_len"])
+    opt = dict(lr=cfg["pretrain_lr"], weight_decay=cfg["weight_decay"], warmup_steps=cfg["pretrain_warmup"], max_steps=steps)
+    torch.manual_seed(seed)
+    if objective == "infill":  # BART pre-trains with plain cross-entropy
+        module = GenreModule(vocab_size=vocab, label_smoothing=0.0, **opt, **{k: cfg[k] for k in ARCH_KEYS})
+        collate = InfillingCollate(cfg["mask_ratio"], cfg["poisson_lambda"], seed)
+    elif objective == "mlm":
+        module = MaskedLMModule(vocab_size=vocab, **opt, **{k: cfg[k] for k in ARCH_KEYS})
+        collate = MaskedLMCollate(cfg["mlm_prob"], vocab, seed)
+    else:
+        raise ValueError(f"unknown pre-training objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    trace = LossTrace()
+    trainer = make_trainer(ctx, callbacks=[trace], log_name=f"{OBJECTIVES[objective]}_pretrain", max_steps=steps,
+                           limit_val_batches=0, gradient_clip_val=cfg["grad_clip"])
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=pretrain_loader(texts, collate, cfg["pretrain_batch_size"], seed))
+    seconds = time.perf_counter() - start
+    state = module.state_dict() if objective == "infill" else module.encoder_state()
+    return {"state": state, "pretrain_s": seconds, "loss": trace.final(), "params": count_parameters(module),
+            "texts": len(texts)}
+
+
+def pretrained(ctx: UnitContext, dm: EntityDataModule, objective: str) -> dict | None:
+    """The pre-trained weights for this seed (None when ``pretrain_steps`` is 0), cached under the tokenizers' cache
+    (``$ICLRBENCH_CACHE/genre-pretrain``) by :func:`pretrain_key`: paid once per seed and settings, across variants,
+    tuning points and runs. A fast dev run pre-trains its two steps without the cache."""
+    if ctx.config["pretrain_steps"] <= 0:
+        return None
+    if ctx.fast_dev_run:
+        return pretrain(ctx, dm, objective)
+    path = cache_dir() / "genre-pretrain" / f"{objective}-{pretrain_key(ctx, dm, objective)}-seed{ctx.seed}.pt"
+    return cached(path, lambda: pretrain(ctx, dm, objective))
+
+
+def pretrain_rows(saved: dict | None) -> list[Measurement]:
+    if saved is None:
+        return []
+    return [Measurement("pretrain_s", float(saved["pretrain_s"])), Measurement("pretrain_loss", float(saved["loss"])),
+            Measurement("pretrain_params", float(saved["params"]))]
+
+
+def trained_genre(ctx: UnitContext, dm: EntityDataModule) -> tuple[GenreModule, float, dict | None]:
+    """GENRE's model for this seed: trained once per run, shared by ``genre`` and ``genre_unconstrained``, from the
+    denoising pre-trained BART when ``pretrain_steps`` > 0."""
     cfg = ctx.config
     hp = dict(vocab_size=dm.tokenizer.get_vocab_size(), label_smoothing=cfg["label_smoothing"], lr=cfg["lr"],
               weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"], max_steps=cfg["max_steps"],
               **{k: cfg[k] for k in ARCH_KEYS})
+    pre = pretrained(ctx, dm, "infill")
+    start = pretrain_key(ctx, dm, "infill") if pre is not None else None
     key = _key(hp, dm.name, cfg["context_words"], cfg["max_source_len"], cfg["lowercase"], cfg["batch_size"],
-               cfg["grad_clip"], cfg["source_order"], ctx.seed)
+               cfg["grad_clip"], cfg["source_order"], ctx.seed, *([start] if start else []))
     path = Path(ctx.artifacts_dir) / "cache" / f"genre-{key}-seed{ctx.seed}.pt"
 
     def train() -> dict:
         torch.manual_seed(ctx.seed)
         module = GenreModule(**hp)
+        if pre is not None:
+            module.load_state_dict(pre["state"])
         seconds = _fit(ctx, module, dm, cfg["max_steps"], "genre")
         return {"state": module.state_dict(), "train_s": seconds}
 
     saved = cached(path, train)
     module = GenreModule(**hp)
     module.load_state_dict(saved["state"])
-    return module.eval(), float(saved["train_s"])
+    return module.eval(), float(saved["train_s"]), pre
 
 
-def trained_dual_encoder(ctx: UnitContext, dm: EntityDataModule) -> tuple[DualEncoderModule, float]:
+def trained_dual_encoder(ctx: UnitContext, dm: EntityDataModule) -> tuple[DualEncoderModule, float, dict | None]:
+    """The dual encoder for this seed, both towers from the masked-LM pre-trained encoder when ``pretrain_steps`` > 0."""
     cfg = ctx.config
+    pre = pretrained(ctx, dm, "mlm")
     torch.manual_seed(ctx.seed)
     module = DualEncoderModule(vocab_size=dm.tokenizer.get_vocab_size(), lr=cfg["de_lr"], weight_decay=cfg["weight_decay"],
                                warmup_steps=cfg["warmup_steps"], max_steps=cfg["de_max_steps"], pool=cfg["de_pool"],
                                **{k: cfg[k] for k in ARCH_KEYS})
+    if pre is not None:
+        init_dual_encoder(module, pre["state"])
     seconds = _fit(ctx, module, dm, cfg["de_max_steps"], "dual_encoder")
-    return module.eval(), seconds
+    return module.eval(), seconds, pre
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -203,7 +293,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
     k, out = cfg["num_beams"], on_split(data_rows(test, dm), split)
     model_rows: list[Measurement] = []
     if ctx.variant in ("genre", "genre_unconstrained"):
-        module, train_s = trained_genre(ctx, dm)
+        module, train_s, pre = trained_genre(ctx, dm)
         start = time.perf_counter()
         trie = Trie(dm.title_ids)
         build_s = time.perf_counter() - start
@@ -216,7 +306,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
         if constrained:
             model_rows += [Measurement("trie_build_s", build_s), Measurement("trie_nodes", trie.num_nodes)]
     elif ctx.variant == "dual_encoder":
-        module, train_s = trained_dual_encoder(ctx, dm)
+        module, train_s, pre = trained_dual_encoder(ctx, dm)
         start = time.perf_counter()
         with torch.inference_mode():
             index = title_index(module, dm.title_ids)
@@ -228,7 +318,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
         seconds = time.perf_counter() - start  # includes embedding the KB: an index a user has to build
         index_mb, params = faiss_index_bytes(index) / MB, count_parameters(module)
     elif ctx.variant == "bm25":
-        train_s, params = 0.0, 0
+        train_s, params, pre = 0.0, 0, None
         start = time.perf_counter()
         retriever = bm25_index(dm.data.kb)
         queries = [mark_mention(m, cfg["bm25_context_words"]).replace("[START_ENT] ", "").replace(" [END_ENT]", "") for m in test]
@@ -237,7 +327,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
         index_mb = bm25_index_bytes(retriever) / MB
     else:
         raise ValueError(f"unknown genre variant {ctx.variant!r}; known: genre, genre_unconstrained, dual_encoder, bm25")
-    out += on_split(accuracy_rows(preds, test, dm, k), split) + model_rows
+    out += on_split(accuracy_rows(preds, test, dm, k), split) + model_rows + pretrain_rows(pre)
     out += [
         Measurement("index_mb", index_mb),
         Measurement("model_mb", 4 * params / MB),  # float32

@@ -8,14 +8,17 @@ constrained by a prefix trie of all KB titles (each ending with ``</s>``), so ev
 is a KB entity. Reproduced: the trie, constrained beam search through Hugging Face's
 ``generate``, the unconstrained ablation, a dual encoder with in-batch negatives and BM25.
 Not reproduced: BART-large pre-training and the BLINK/Wikipedia-abstract training data
-(the model is a small BART trained from scratch on the offline data, with BART's init_std
+(the model is a small BART, pre-trained by BART's text infilling on the training split's
+text and the KB titles when ``pretrain_steps`` > 0, the dual encoder's towers by masked-LM on
+the same texts, see :mod:`lit_modules.genre.pretrain`; trained on the offline data, with BART's init_std
 scaled to its width and, at quick scale, mBART's pre-LayerNorm layout and the marked mention
 moved to the front of its input: see :func:`bart_config` and
 ``datamodules.entities.SOURCE_ORDERS``); the KILT tasks other than entity disambiguation.
 
 - :mod:`lit_modules.genre.trie` — :class:`Trie`;
 - :mod:`lit_modules.genre.models` — :class:`GenreModule`, :func:`generate_titles`,
-  :class:`DualEncoderModule`, :func:`in_batch_loss`, faiss and BM25 indexes.
+  :class:`DualEncoderModule`, :func:`in_batch_loss`, faiss and BM25 indexes;
+- :mod:`lit_modules.genre.pretrain` — :func:`text_infilling`, :func:`mlm_mask`, :class:`MaskedLMModule`.
 """
 
 from lit_modules.genre.models import (
@@ -29,7 +32,8 @@ from lit_modules.genre.models import (
     prefix_allowed_tokens_fn,
     title_index,
 )
+from lit_modules.genre.pretrain import MaskedLMModule, mlm_mask, text_infilling
 from lit_modules.genre.trie import Trie
 
 __all__ = ["Trie", "GenreModule", "DualEncoderModule", "generate_titles", "prefix_allowed_tokens_fn", "in_batch_loss",
-           "bart_config", "title_index", "bm25_index", "bm25_search"]
+           "bart_config", "title_index", "bm25_index", "bm25_search", "text_infilling", "mlm_mask", "MaskedLMModule"]

@@ -150,18 +150,11 @@ class DualEncoderModule(L.LightningModule):
         if pool not in ("mention", "mean"):
             raise ValueError(f"pool must be 'mention' or 'mean'; got {pool!r}")
         self.save_hyperparameters()
-        from transformers.models.bart.modeling_bart import BartEncoder, BartScaledWordEmbedding
-        from transformers.models.mbart.modeling_mbart import MBartEncoder
-
         # BART's own init_std: mean-pooled dot products trained with it (acc@1 0.25 after 400 steps at d=64) but not
         # with GENRE's width-scaled one (0.04): larger initial scores saturate the in-batch softmax
         cfg = bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout, init_std=0.02, pre_norm=pre_norm)
-        self.shared = BartScaledWordEmbedding(vocab_size, d_model, PAD_ID, embed_scale=math.sqrt(d_model))
-        with torch.no_grad():  # BART's initialisation (config.init_std), padding row zero
-            self.shared.weight.normal_(0.0, cfg.init_std)
-            self.shared.weight[PAD_ID].zero_()
-        encoder = MBartEncoder if pre_norm else BartEncoder
-        self.mention_encoder, self.title_encoder = encoder(cfg), encoder(cfg)
+        self.shared = shared_embedding(vocab_size, d_model, cfg.init_std)
+        self.mention_encoder, self.title_encoder = bart_encoder(cfg), bart_encoder(cfg)
         self.mention_encoder.embed_tokens = self.title_encoder.embed_tokens = self.shared
 
     @staticmethod
@@ -186,6 +179,26 @@ class DualEncoderModule(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         return warmup_cosine_adamw(self.named_parameters(), h.lr, h.weight_decay, h.warmup_steps, h.max_steps)
+
+
+def shared_embedding(vocab_size: int, d_model: int, init_std: float):
+    """BART's scaled token embedding (x sqrt(D)), initialised as BART does (N(0, init_std), padding row zero)."""
+    from transformers.models.bart.modeling_bart import BartScaledWordEmbedding
+
+    emb = BartScaledWordEmbedding(vocab_size, d_model, PAD_ID, embed_scale=math.sqrt(d_model))
+    with torch.no_grad():
+        emb.weight.normal_(0.0, init_std)
+        emb.weight[PAD_ID].zero_()
+    return emb
+
+
+def bart_encoder(config):
+    """A BART (post-LN) or mBART (pre-LN) encoder stack for ``config``."""
+    from transformers import MBartConfig
+    from transformers.models.bart.modeling_bart import BartEncoder
+    from transformers.models.mbart.modeling_mbart import MBartEncoder
+
+    return (MBartEncoder if isinstance(config, MBartConfig) else BartEncoder)(config)
 
 
 def mention_span(ids: Tensor, mask: Tensor) -> Tensor:
