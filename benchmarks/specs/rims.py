@@ -142,18 +142,24 @@ def rims() -> Benchmark:
             Variant("rims", "method", {"core": "rims"}, "RIMCell, k of n units active per step (LSTM units)"),
             Variant("lstm", "baseline", {"core": "lstm"}, "nn.LSTM sized to the RIM model's parameter count"),
             Variant("rims_k_all", "method", {"core": "rims", "all_active": True},
-                    "ablation: k = n, every unit active every step (modularity without sparsity)", seeds={"quick": 2}),
+                    "ablation: k = n, every unit active every step (modularity without sparsity)", seeds={"quick": 1}),
         ],
         datasets={"digits": lazy(f"{UNITS}:digits"), "mnist": lazy(f"{UNITS}:mnist")},
-        # quick (= defaults), sized for the 3-minute budget: digits downscaled to 6x6 for training and tested at
-        # 7, 8, 10 (the paper's 16/14, 19/14, 24/14 ratios: 1.17, 1.33, 1.67); 5 grey levels, since binarised 6x6
-        # digits lose most strokes (the paper binarises 14x14 MNIST; full does); copying 3 symbols, gap 5 -> 20, 40.
+        # quick (= defaults; issue 27): the native 8x8 digits (5 grey levels), tested at the upscales 9, 11, 14 (the
+        # paper trains at 14x14 and tests at 16, 19, 24: ratios 1.14, 1.36, 1.71); copying 3 symbols, gap 5 -> 20, 40.
+        # Step budgets for competence in distribution, measured on held-out data before any judged run (seed 0, lr
+        # 3e-3 both): digits on the 180 validation digits, lstm 0.87 at 750 steps, 0.90 at 1,500; rims 0.84-0.85 at
+        # 1,000-2,000 steps (training loss 0.03: it overfits 1,257 digits), with dropout 0.1 (the paper's, as in full)
+        # 0.85-0.87 at 1,000-1,500; 17 grey levels rims 0.74-0.80, binarised rims 0.74-0.80 at 1,250. Copying on 1,000
+        # fresh sequences at the training gap: rims 0.993, lstm 1.000 at 1,000 steps; rims with dropout 0.1 0.913, so
+        # copying keeps dropout 0 (copy_dropout). Before (6x6 training, 200 / 250 steps) rims 0.68 and lstm 0.78 on
+        # digits, 0.65 / 0.52 on copying: judged before they could do their task
         defaults=dict(
             core="rims", all_active=False, embed_dim=16, hidden_size=16, num_units=6, k=4, cell="lstm",
-            input_key_size=32, num_comm_heads=4, comm_key_size=16, dropout=0.0,
+            input_key_size=32, num_comm_heads=4, comm_key_size=16, dropout=0.1, copy_dropout=0.0,
             lr=3e-3, copy_lr=3e-3, weight_decay=0.0, warmup_steps=10, grad_clip=1.0, batch_size=64,
-            max_steps=200, train_side=6, test_sides=[6, 7, 8, 10], levels=5, num_train=0,
-            copy_length=3, copy_train_gap=5, copy_test_gaps=[5, 20, 40], copy_steps=250, copy_num_train=4096,
+            max_steps=1500, train_side=8, test_sides=[8, 9, 11, 14], levels=5, num_train=0,
+            copy_length=3, copy_train_gap=5, copy_test_gaps=[5, 20, 40], copy_steps=1000, copy_num_train=4096,
         ),
         presets={
             "smoke": dict(hidden_size=8, num_units=4, k=2, input_key_size=8, num_comm_heads=2, comm_key_size=4,
@@ -164,7 +170,7 @@ def rims() -> Benchmark:
             # heads of 32; Adam at 1e-4 (MNIST) and 1e-3 (copying); train 14x14, test 16/19/24; copy 10 symbols,
             # gap 50 -> 200. Step budgets: about 100 epochs of 60k MNIST digits at batch 64.
             "full": dict(embed_dim=64, hidden_size=100, num_units=6, k=4, input_key_size=64, num_comm_heads=4,
-                         comm_key_size=32, dropout=0.1, lr=1e-4, copy_lr=1e-3, warmup_steps=500, max_steps=90000,
+                         comm_key_size=32, dropout=0.1, copy_dropout=0.1, lr=1e-4, copy_lr=1e-3, warmup_steps=500, max_steps=90000,
                          train_side=14, test_sides=[14, 16, 19, 24], levels=2, copy_length=10, copy_train_gap=50,
                          copy_test_gaps=[50, 200], copy_steps=30000, copy_num_train=50000),
         },
@@ -196,10 +202,9 @@ def rims() -> Benchmark:
         ],
         run=lazy(f"{UNITS}:run"),
         verdict=claim_verdict,
-        # quick seeds, sized by a power estimate from the 2-seed cpu-quick.csv of commit 2ef76d5, within the quick budget:
-        # the copying comparison needs about 3 paired seeds at the stored spread (from a 2-seed sd); 32 s per seed for
-        # rims and lstm, the k = n ablation 2 seeds
-        seeds={"quick": 5},
+        # quick seeds: 3, the fewest the verdicts' intervals accept (issue 27), since training to competence costs
+        # 7.5x the digit steps at 1.8x the pixels; the k = n ablation (reported, not judged) 1 seed
+        seeds={"quick": 3},
         tasks={"full": {"mnist": Task()}},  # the paper's sequential MNIST (IDX files), trained at 14x14
         # fast dev run: two batches per stage of both tasks (digits, copying), a copying training set of 256 sequences;
         # the preset's batch of 64 fits a CPU

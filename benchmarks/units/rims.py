@@ -34,6 +34,8 @@ def mnist(config: dict, data_dir: str | None, seed: int) -> DigitSequenceDataMod
 
 def build_module(cfg: dict, task: str, vocab_size: int, num_outputs: int, lr: float, max_steps: int) -> RecurrentModel:
     k = cfg["num_units"] if cfg["all_active"] else cfg["k"]
+    if task == "copy":  # copying has its own dropout (quick: 0; dropout 0.1 held rims at 0.91 on copying)
+        cfg = {**cfg, "dropout": cfg["copy_dropout"]}
     return RecurrentModel(
         vocab_size=vocab_size, num_outputs=num_outputs, task=task, core=cfg["core"], k=k, lr=lr,
         weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"], max_steps=max_steps,
