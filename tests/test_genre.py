@@ -243,12 +243,17 @@ def test_kilt_bad_input_gives_one_line_errors(tmp_path):
         load_entity_data("kilt")
 
 
-def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
-    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+def write_tiny_aida(tmp_path, repeats: int) -> None:
+    """A KILT AIDA train file of six city mentions times ``repeats``, and a one-line dev file."""
     train = "\n".join(kilt_line(i, "the city of", name, "is large", name) for i, name in
-                      enumerate(["Paris", "Lyon", "Nice", "Paris", "Lille", "Metz"] * 3))
+                      enumerate(["Paris", "Lyon", "Nice", "Paris", "Lille", "Metz"] * repeats))
     (tmp_path / "aidayago2-train-kilt.jsonl").write_text(train + "\n")
     (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(kilt_line(99, "in", "Nice", "now", "Nice") + "\n")
+
+
+def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+    write_tiny_aida(tmp_path, repeats=3)
     dm = EntityDataModule("aida", str(tmp_path), context_words=2, vocab_size=300, batch_size=4)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
@@ -554,10 +559,7 @@ def test_pretrained_weights_are_cached_per_seed_and_reused(tmp_path, monkeypatch
     from benchmarks.units import genre as units
 
     monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
-    train = "\n".join(kilt_line(i, "the city of", name, "is large", name) for i, name in
-                      enumerate(["Paris", "Lyon", "Nice", "Paris", "Lille", "Metz"] * 6))
-    (tmp_path / "aidayago2-train-kilt.jsonl").write_text(train + "\n")
-    (tmp_path / "aidayago2-dev-kilt.jsonl").write_text(kilt_line(99, "in", "Nice", "now", "Nice") + "\n")
+    write_tiny_aida(tmp_path, repeats=6)
     config = {**get_benchmark("genre").config("smoke", "genre"), "vocab_size": 300, "pretrain_batch_size": 4,
               "pretrain_steps": 2}
     calls = []
