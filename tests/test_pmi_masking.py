@@ -405,7 +405,7 @@ def test_realised_span_lengths_have_spanbert_mean_at_64_tokens():
 # --------------------------------------------------------------------------------------
 def test_alibi_bias_is_minus_slope_times_distance_and_masks_padding():
     slopes = alibi_slopes(3, (1.0, 0.25))
-    assert slopes.tolist() == [1.0, 0.25, 1.0]
+    assert slopes.tolist() == [[1.0, 1.0], [0.25, 0.25], [1.0, 1.0]]
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     bias = alibi_bias(mask, slopes)
     assert bias.shape == (2, 3, 4, 4)
@@ -417,6 +417,20 @@ def test_alibi_bias_is_minus_slope_times_distance_and_masks_padding():
         alibi_bias(mask[None], slopes)
     with pytest.raises(ValueError, match="non-negative slopes"):
         alibi_slopes(2, (-1.0,))
+    with pytest.raises(ValueError, match="non-negative slopes"):
+        alibi_slopes(2, ((1.0, 2.0, 3.0),))
+
+
+def test_a_directional_bias_uses_the_left_slope_for_earlier_keys_and_the_right_one_for_later_keys():
+    slopes = alibi_slopes(2, ([0.5, 4.0], [4.0, 0.5]))
+    assert slopes.tolist() == [[0.5, 4.0], [4.0, 0.5]]
+    bias = alibi_bias(torch.ones(1, 5, dtype=torch.long), slopes)[0]  # (H, T, T)
+    i, j = torch.meshgrid(torch.arange(5), torch.arange(5), indexing="ij")
+    d = (i - j).abs().float()
+    assert torch.equal(bias[0], torch.where(j < i, -0.5 * d, -4.0 * d))  # head 0 looks left
+    assert torch.equal(bias[1], torch.where(j < i, -4.0 * d, -0.5 * d))  # head 1 looks right
+    assert torch.equal(bias[0], bias[1].T)  # mirror images: the model can tell left from right
+    assert torch.equal(alibi_bias(torch.ones(1, 5, dtype=torch.long), torch.tensor([0.25]))[0, 0], -0.25 * d)  # (H,)
 
 
 def test_the_bias_reaches_bert_attention_and_adds_no_parameters():
@@ -496,6 +510,32 @@ def test_scheme_maskings_held_out_mask_every_chosen_token(masking):
         assert (focus == chosen).all() and 0 < chosen.sum() <= round(0.15 * (len(chunk.input_ids) - 2)) + 12
 
 
+def test_the_neighbour_count_reference_mixes_bigrams_of_visible_neighbours_with_the_unigram():
+    from lit_modules.pmi_masking import adjacent_reference, bigram_counts
+
+    V = 4
+    counts = bigram_counts([np.array([1, 2, 3, 1, 2])], V)  # pairs (1,2) x2, (2,3), (3,1)
+    assert counts[1, 2] == 2 and counts[2, 3] == 1 and counts[3, 1] == 1 and counts.sum() == 4
+    log_p = np.log(np.array([0.1, 0.3, 0.4, 0.2]))
+    uni, lam = np.exp(log_p), 0.5
+    # token 2 at position 1 with both neighbours visible (1 on its left, 3 on its right): the normalised geometric mean
+    batch = {"input_ids": torch.tensor([[1, 1, 3, 0, 0]]), "labels": torch.tensor([[-100, 2, -100, -100, -100]])}
+    fwd, bwd = np.array([0, 0, 1.0, 0]), np.array([0, 0, 1.0, 0])  # P(. | prev 1) and P(. | next 3): both token 2
+    q = np.sqrt((lam * fwd + (1 - lam) * uni) * (lam * bwd + (1 - lam) * uni))
+    assert adjacent_reference(counts, log_p, [batch], lam) == pytest.approx(-np.log(q[2] / q.sum()))
+    # a span of two: its first token sees only its left neighbour, its last only its right one (one mixture each)
+    got = adjacent_reference(counts, log_p, [{"input_ids": torch.tensor([[2, 0, 0, 2]]),
+                                                "labels": torch.tensor([[-100, 3, 1, -100]])}], lam)
+    left = lam * np.array([0, 0, 0, 1.0]) + (1 - lam) * uni  # token 3 after 2
+    right = lam * np.array([0, 1.0, 0, 0]) + (1 - lam) * uni  # token 1 before 2 (P(prev 1 | next 2) = 1)
+    assert got == pytest.approx(-(np.log(left[3]) + np.log(right[1])) / 2)
+    hidden = adjacent_reference(counts, log_p, [{"input_ids": torch.tensor([[0, 0, 0]]),
+                                                   "labels": torch.tensor([[3, 1, 2]])}], lam)
+    assert hidden == pytest.approx(-(log_p[3] + log_p[1] + log_p[2]) / 3)  # no neighbour visible: the unigram floor
+    with pytest.raises(ValueError, match="lam must be in"):
+        adjacent_reference(counts, log_p, [batch], 1.5)
+
+
 def test_unigram_floor_is_the_cross_entropy_of_training_frequencies():
     log_p = unigram_log_probs(np.array([5, 5, 5, 6]), vocab_size=8)  # add-one: counts 1,1,1,1,1,4,2,1 / 12
     assert np.exp(log_p).sum() == pytest.approx(1.0) and log_p[5] == pytest.approx(math.log(4 / 12))
@@ -509,9 +549,11 @@ def test_unigram_floor_is_the_cross_entropy_of_training_frequencies():
 # The verdict
 # --------------------------------------------------------------------------------------
 def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_floor: float = 6.4,
-                 slope: float = -1e-4) -> pd.DataFrame:
+                 slope: float = -1e-4, reference: dict | None = None, span_reference: float | None = None) -> pd.DataFrame:
     """Per-seed values (tuples of one length) for every scheme; a loss curve on random spans at
-    steps 250..1000 falling ``slope`` nats per step to the final loss."""
+    steps 250..1000 falling ``slope`` nats per step to the final loss. ``reference``: per scheme, the
+    neighbour-count reference's nats below the floor on its own masking; ``span_reference``: its loss
+    on random spans (no reference rows without them, as in CSVs written before issue 29)."""
     rows = []
     n = len(gaps["pmi"])
     for v in ("pmi", "random", "whole_word", "span"):
@@ -520,6 +562,10 @@ def verdict_rows(gaps: dict, span_loss: dict, below: dict | None = None, span_fl
             rows.append(dict(variant=v, seed=seed, metric="heldout_loss@mask=span", value=span_loss[v][seed], step=None))
             rows.append(dict(variant=v, seed=seed, metric="floor_loss@mask=span", value=span_floor, step=None))
             rows.append(dict(variant=v, seed=seed, metric="below_floor", value=(below or {}).get(v, (0.8,) * n)[seed], step=None))
+            if reference and v in reference:
+                rows.append(dict(variant=v, seed=seed, metric="reference_below_floor", value=reference[v][seed], step=None))
+            if span_reference is not None:
+                rows.append(dict(variant=v, seed=seed, metric="reference_loss@mask=span", value=span_reference, step=None))
             rows += [dict(variant=v, seed=seed, metric="heldout_loss_curve", step=float(step),
                           value=span_loss[v][seed] + slope * (step - 1000)) for step in (250, 500, 750, 1000)]
     return pd.DataFrame(rows)
@@ -576,11 +622,29 @@ def test_verdict_gates_each_pair_on_models_that_learned():
 
     # a model on the unigram plateau makes its comparisons inconclusive, whatever the intervals say
     plateau = claim_verdict(verdict_rows(GAPS, LOSS, below={"span": (0.8, 0.1, 0.8, 0.8, 0.8)}))
-    assert plateau.status == "inconclusive" and "span seed 1 (0.10)" in plateau.evidence
+    assert plateau.status == "inconclusive" and "span seed 1 (0.10 < 0.30)" in plateau.evidence
     assert "(span: its curve would reach it after" in plateau.evidence  # its curve is on its own masking: the scale
     assert [j.status for j in plateau.judgements] == ["holds", "holds", "inconclusive", "holds", "holds"]
     pmi_flat = claim_verdict(verdict_rows(GAPS, dict(LOSS, random=wiggle(5.4)), below={"pmi": (0.29,) * 5}))
     assert pmi_flat.status == "inconclusive" and {j.status for j in pmi_flat.judgements} == {"inconclusive"}
+
+
+def test_a_masking_that_hides_the_neighbours_needs_only_as_much_as_the_neighbour_count_reference_reaches():
+    from benchmarks.specs.pmi_masking import claim_verdict, needed_margin
+
+    assert needed_margin({0: 0.18, 1: 1.9}) == {0: 0.18, 1: 0.3}
+    span_low = {"span": (0.2, 0.2, 0.2, 0.2, 0.2)}
+    # 0.2 nats below its floor: not 0.3, but more than the reference's 0.18 on random spans: trained
+    ok = claim_verdict(verdict_rows(GAPS, LOSS, below=span_low, reference={"span": (0.18,) * 5}))
+    assert ok.status == "holds" and [j.status for j in ok.judgements][2] == "holds"
+    # below the reference on one seed: that pair is not judged, and the line says what it needed
+    short = claim_verdict(verdict_rows(GAPS, LOSS, below=span_low, reference={"span": (0.18, 0.25, 0.18, 0.18, 0.18)}))
+    assert short.judgements[2].status == "inconclusive" and "span seed 1 (0.20 < 0.25)" in short.evidence
+    # no reference rows (a CSV from before issue 29): the fixed 0.3 nats
+    assert claim_verdict(verdict_rows(GAPS, LOSS, below=span_low)).judgements[2].status == "inconclusive"
+    # a reference far below the floor does not raise the bar above 0.3
+    high = claim_verdict(verdict_rows(GAPS, LOSS, below={"random": (0.35,) * 5}, reference={"random": (1.9,) * 5}))
+    assert high.judgements[0].status == "holds"
 
 
 def test_loss_on_random_spans_counts_only_where_both_models_are_below_its_floor():
@@ -598,6 +662,11 @@ def test_loss_on_random_spans_counts_only_where_both_models_are_below_its_floor(
     assert "not falling at this budget" in flat.evidence
     # with the gate open the same losses decide: does not hold
     assert claim_verdict(verdict_rows(GAPS, worse)).status == "does not hold"
+    # where the reference is only 0.2 below that floor, 0.25 and 0.15 below it is what the gate asks for: 0.2
+    reach = claim_verdict(verdict_rows(GAPS, worse, span_floor=5.75, span_reference=5.55))
+    assert "gate closed, not 0.20 nats below" in reach.evidence and "whole_word: floor − loss" in reach.evidence
+    assert "pmi: floor − loss" not in reach.evidence  # pmi, 0.248 below, passes; whole_word, 0.148, does not
+    assert claim_verdict(verdict_rows(GAPS, worse, span_floor=5.75, span_reference=5.6)).status == "does not hold"
 
 
 def test_steps_to_margin_extrapolates_the_curve_past_its_first_checkpoint():

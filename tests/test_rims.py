@@ -397,6 +397,22 @@ def test_rims_smoke_unit_reports_the_declared_metrics(tmp_path):
     assert list(tmp_path.glob("unit_activity_rims_seed0.png"))
 
 
+def test_a_unit_runs_only_the_tasks_it_is_given_and_refuses_unknown_ones(tmp_path):
+    from benchmarks.registry import get_benchmark
+    from benchmarks.unit import execute
+
+    bench = get_benchmark("rims")
+    assert bench.config("quick", "rims_k_all")["tasks"] == ["copying"]  # the quick ablation: copying only
+    assert bench.config("quick", "rims")["tasks"] == ["digits", "copying"]
+    ctx = dict(benchmark="rims", name="rims_k_all", seed=0, preset="smoke", dataset="digits", accelerator="cpu",
+               quiet=True, artifacts_dir=str(tmp_path), config=dict(bench.config("smoke", "rims_k_all"), tasks=["copying"]))
+    metrics = {r["metric"] for r in execute({"kind": "variant", "context": ctx})["rows"]}
+    assert "ood_drop@copying" in metrics and not any(m.endswith("@digits") or m == "acc_id" for m in metrics)
+    ctx["config"] = dict(ctx["config"], tasks=["digits", "mnist"])
+    with pytest.raises(ValueError, match=r"expected a non-empty subset of \['digits', 'copying'\], got \['digits', 'mnist'\]"):
+        execute({"kind": "variant", "context": ctx})
+
+
 def test_the_rim_model_trains_through_lightning_cli(tmp_path):
     from benchmarks.cli import main
 

@@ -22,6 +22,8 @@ from lit_modules.pmi_masking import (
     MaskedLMPretrainer,
     MaskingCollator,
     SentenceClassifier,
+    adjacent_reference,
+    bigram_counts,
     count_ngrams,
     eval_batches,
     find_matches,
@@ -77,7 +79,7 @@ def coverage(chunks, vocab, max_n: int, seed: int) -> float:
 def heldout_sets(cfg: dict, dm: MLMDataModule, vocab, seed: int) -> dict[str, list[dict]]:
     """The same held-out chunks under every masking of ``EVAL_MASKINGS``, masked once per
     run seed; pmi_ngram and pmi_one_word share their draws (the same n-grams and words)."""
-    chunks = dm.chunks["validation"]
+    chunks = dm.chunks[cfg["heldout_split"]]
     pick = np.random.default_rng(EVAL_MASK_SEED + seed).permutation(len(chunks))[: cfg["eval_chunks"]]
     chunks = [chunks[i] for i in sorted(pick)]
     base = make_masker(cfg, dm, "pmi", vocab)
@@ -87,18 +89,24 @@ def heldout_sets(cfg: dict, dm: MLMDataModule, vocab, seed: int) -> dict[str, li
 
 
 def cross_evaluation(module: MaskedLMPretrainer, dm: MLMDataModule, sets: dict[str, list[dict]], own: str) -> list[Measurement]:
-    """Loss and accuracy under every held-out masking, the unigram floor per masking, the
-    margin below the floor on the scheme's own masking, and the shortcut gap."""
+    """Loss and accuracy under every held-out masking, the unigram floor and the neighbour-count
+    reference per masking, the margin below the floor on the scheme's own masking (the model's and
+    the reference's), and the shortcut gap."""
     module.eval()
-    log_p = unigram_log_probs(np.concatenate([c.input_ids[1:-1] for c in dm.chunks["train"]]), dm.tokenizer.get_vocab_size())
+    vocab_size = dm.tokenizer.get_vocab_size()
+    log_p = unigram_log_probs(np.concatenate([c.input_ids[1:-1] for c in dm.chunks["train"]]), vocab_size)
+    pairs = bigram_counts([c.input_ids for c in dm.chunks["train"]], vocab_size)
     scores, out = {}, []
     for m, batches in sets.items():
         scores[m] = heldout_scores(lambda b: module.logits(b)[0], batches)
         floor_loss, floor_acc = unigram_floor(log_p, batches)
+        reference = adjacent_reference(pairs, log_p, batches)
         out += [Measurement(f"heldout_loss@mask={m}", scores[m].loss), Measurement(f"heldout_acc@mask={m}", scores[m].acc),
-                Measurement(f"floor_loss@mask={m}", floor_loss), Measurement(f"floor_acc@mask={m}", floor_acc)]
+                Measurement(f"floor_loss@mask={m}", floor_loss), Measurement(f"floor_acc@mask={m}", floor_acc),
+                Measurement(f"reference_loss@mask={m}", reference)]
         if m == own:
-            out.append(Measurement("below_floor", floor_loss - scores[m].loss))
+            out += [Measurement("below_floor", floor_loss - scores[m].loss),
+                    Measurement("reference_below_floor", floor_loss - reference)]
     out += [Measurement("shortcut_gap", shortcut_gap(scores["pmi_one_word"], scores["pmi_ngram"])),
             Measurement("shortcut_gap_nats", shortcut_gap(scores["pmi_one_word"], scores["pmi_ngram"], on="loss")),
             Measurement("shortcut_words", scores["pmi_one_word"].n_focus)]
@@ -154,7 +162,7 @@ def full_params(config: dict, variant: str = "") -> int:
         module = MaskedLMPretrainer(vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
                                     num_layers=config["num_layers"], num_heads=config["num_heads"],
                                     intermediate_size=config["intermediate_size"], max_len=config["max_len"],
-                                    alibi=config["alibi"])
+                                    alibi=config["alibi"], bias_slopes=config.get("alibi_slopes"))
     return sum(p.numel() for p in module.parameters())
 
 
@@ -180,7 +188,7 @@ def run(ctx: UnitContext) -> list[Measurement]:
         vocab_size=dm.tokenizer.get_vocab_size(), hidden_size=cfg["hidden_size"], num_layers=cfg["num_layers"],
         num_heads=cfg["num_heads"], intermediate_size=cfg["intermediate_size"], max_len=cfg["max_len"], lr=cfg["lr"],
         weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"], max_steps=cfg["max_steps"],
-        dropout=cfg["dropout"], alibi=cfg["alibi"],
+        dropout=cfg["dropout"], alibi=cfg["alibi"], bias_slopes=cfg["alibi_slopes"],
     )
     out.append(Measurement("parameters", sum(p.numel() for p in module.parameters())))
     curve = DataLoader(sets[CURVE_MASKING], batch_size=None)  # already batched
@@ -224,7 +232,8 @@ def matrix_artifacts(rows, folder: Path) -> None:
         if not any(f"heldout_loss@mask={m}" in values for m in EVAL_MASKINGS):
             continue
         row = {m: {"loss": values.get(f"heldout_loss@mask={m}", nan), "acc": values.get(f"heldout_acc@mask={m}", nan),
-                   "floor": values.get(f"floor_loss@mask={m}", nan)} for m in EVAL_MASKINGS}
+                   "floor": values.get(f"floor_loss@mask={m}", nan), "reference": values.get(f"reference_loss@mask={m}", nan)}
+               for m in EVAL_MASKINGS}
         row["shortcut_gap"] = values.get("shortcut_gap", nan)
         saved.setdefault(str(variant), []).append(row)
     if not saved:
@@ -237,7 +246,8 @@ def matrix_artifacts(rows, folder: Path) -> None:
     loss = np.array([[mean(s, m, "loss") - mean(s, m, "floor") for m in EVAL_MASKINGS] for s in schemes])
     acc = np.array([[mean(s, m, "acc") for m in EVAL_MASKINGS] for s in schemes])
     lines = ["**Cross-evaluation** (mean over seeds; rows: trained scheme, columns: held-out masking): held-out loss "
-             "(nats) / accuracy; the last row is the unigram floor's loss (every model is evaluated on the same masked chunks).", "",
+             "(nats) / accuracy; below them the unigram floor's loss and the simple reference's (a count model of the visible "
+             "neighbours; every model is evaluated on the same masked chunks).", "",
              "| trained \\ held-out | " + " | ".join(EVAL_MASKINGS) + " | shortcut gap | seeds |",
              "|---" * (len(EVAL_MASKINGS) + 3) + "|"]
     for i, s in enumerate(schemes):
@@ -246,6 +256,8 @@ def matrix_artifacts(rows, folder: Path) -> None:
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {gap:.3f} | {len(saved[s])} |")
     first = schemes[0]
     lines.append("| unigram floor | " + " | ".join(f"{mean(first, m, 'floor'):.3f}" for m in EVAL_MASKINGS) + " | | |")
+    if all(math.isfinite(mean(first, m, "reference")) for m in EVAL_MASKINGS):
+        lines.append("| neighbour-count reference | " + " | ".join(f"{mean(first, m, 'reference'):.3f}" for m in EVAL_MASKINGS) + " | | |")
     _atomic_text(folder / "pmi_masking_matrix.md", "\n".join(lines) + "\n")
 
     import matplotlib

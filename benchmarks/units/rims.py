@@ -105,10 +105,22 @@ def logistic_reference(dm, side: int) -> float:
 
 
 def run(ctx: UnitContext) -> list[Measurement]:
-    """Sequential digits at several resolutions, then the copying task at several gaps."""
+    """Sequential digits at several resolutions, then the copying task at several gaps (the tasks of
+    ``tasks``)."""
     cfg = ctx.config
     out: list[Measurement] = []
-    # --- sequential digits, resolution shift
+    unknown = set(cfg["tasks"]) - {"digits", "copying"}
+    if unknown or not cfg["tasks"]:
+        raise ValueError(f"tasks: expected a non-empty subset of ['digits', 'copying'], got {cfg['tasks']!r}")
+    if "digits" in cfg["tasks"]:  # --- sequential digits, resolution shift
+        out += _digits(ctx)
+    if "copying" in cfg["tasks"]:  # --- copying, gap shift
+        out += _copying(ctx)
+    return out
+
+
+def _digits(ctx: UnitContext) -> list[Measurement]:
+    cfg, out = ctx.config, []
     dm = ctx.datamodule()
     dm.setup("fit")
     torch.manual_seed(ctx.seed)
@@ -142,7 +154,11 @@ def run(ctx: UnitContext) -> list[Measurement]:
         out += [Measurement(f"unit_activity@unit={u}", float(v), step=pos) for u in range(act.shape[1]) for pos, v in enumerate(act[:, u].tolist())]
         _plot_activity(ctx.artifact(f"unit_activity_{ctx.variant}_seed{ctx.seed}.png"), maps,
                        f"rims benchmark, variant {ctx.variant}, seed {ctx.seed}: k={module.hparams.k} of {module.hparams.num_units} units")
-    # --- copying, gap shift
+    return out
+
+
+def _copying(ctx: UnitContext) -> list[Measurement]:
+    cfg, out = ctx.config, []
     copy_dm = CopyingDataModule(copy_length=cfg["copy_length"], train_gap=cfg["copy_train_gap"],
                                 test_gaps=tuple(cfg["copy_test_gaps"]), num_train=cfg["copy_num_train"],
                                 batch_size=cfg["batch_size"], seed=ctx.seed)

@@ -44,12 +44,15 @@ from lit_modules.pmi_masking.maskers import (
     span_units,
 )
 from lit_modules.pmi_masking.model import (
+    ADJACENT_LAMBDA,
     ALIBI_SLOPES,
     MaskedLMPretrainer,
     MaskedScores,
     SentenceClassifier,
+    adjacent_reference,
     alibi_bias,
     alibi_slopes,
+    bigram_counts,
     build_bert_mlm,
     encode,
     heldout_scores,
@@ -80,5 +83,5 @@ __all__ = [
     "encode", "eval_batches", "eval_mask", "find_matches", "heldout_scores", "is_word", "mask_budget",
     "masked_lm_logits", "masking_vocabulary", "ngram_pmi", "pmi_from_counts", "pmi_n", "pmi_word_units", "ranking_scores",
     "replace_units", "select_units", "shortcut_gap", "span_length_probs", "span_units", "unigram_floor",
-    "unigram_log_probs", "vocabulary_set",
+    "unigram_log_probs", "vocabulary_set", "ADJACENT_LAMBDA", "adjacent_reference", "bigram_counts",
 ]
