@@ -336,8 +336,9 @@ class EntityDataModule(L.LightningDataModule):
 
     def __init__(self, name: str = "gensim_wiki", data_dir: str | None = None, seed: int = 0, context_words: int = 8,
                  max_source_len: int = 64, vocab_size: int = 8000, lowercase: bool = True, batch_size: int = 32,
-                 max_train_mentions: int | None = None, source_order: str = "context"):
+                 max_train_mentions: int | None = None, source_order: str = "context", title_pairs: bool = False):
         super().__init__()
+        self.title_pairs = title_pairs
         if source_order not in SOURCE_ORDERS:
             raise ValueError(f"source_order must be one of {', '.join(SOURCE_ORDERS)}; got {source_order!r}")
         self.source_order = source_order
@@ -376,6 +377,13 @@ class EntityDataModule(L.LightningDataModule):
         if self.name == "gensim_wiki":
             return [a.text for a in gensim_training_articles(self.seed)]
         return [" ".join(p for p in (m.left, m.mention, m.right) if p) for m in self.data.train]
+
+    def training_mentions(self) -> list[Mention]:
+        """The training split's mentions; with ``title_pairs``, also every KB title as a mention of itself with no
+        context (the names of entities no training link points to: both models see every KB entity once)."""
+        self.setup()
+        extra = [Mention(title, "", "", title, doc="kb-title") for title in self.data.kb] if self.title_pairs else []
+        return list(self.data.train) + extra
 
     def encode_sources(self, mentions: Sequence[Mention]) -> list[list[int]]:
         """Token ids of ``left [START_ENT] mention [END_ENT] right`` (``context_words`` words each
@@ -425,5 +433,5 @@ class EntityDataModule(L.LightningDataModule):
 
         self.setup()
         g = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        return DataLoader(self.dataset(self.data.train), batch_size=self.batch_size, shuffle=True, generator=g,
+        return DataLoader(self.dataset(self.training_mentions()), batch_size=self.batch_size, shuffle=True, generator=g,
                           collate_fn=self.collate, drop_last=True)

@@ -276,6 +276,24 @@ def test_datamodule_batches_feed_both_models(tmp_path, monkeypatch):
         EntityDataModule("aida", str(tmp_path), source_order="reversed")
 
 
+def test_title_pairs_add_every_kb_title_as_a_mention_of_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+    write_tiny_aida(tmp_path, repeats=3)
+    plain = EntityDataModule("aida", str(tmp_path), context_words=2, vocab_size=300, batch_size=4)
+    paired = EntityDataModule("aida", str(tmp_path), context_words=2, vocab_size=300, batch_size=4, title_pairs=True)
+    assert plain.training_mentions() == list(plain.data.train)
+    mentions = paired.training_mentions()
+    extra = mentions[len(paired.data.train):]
+    assert mentions[: len(paired.data.train)] == list(paired.data.train)
+    assert [m.entity for m in extra] == paired.data.kb and all(m.mention == m.entity and not m.left and not m.right for m in extra)
+    start, end = paired.tokenizer.token_to_id("[START_ENT]"), paired.tokenizer.token_to_id("[END_ENT]")
+    for source, (ids, e) in zip(paired.encode_sources(extra), paired.dataset(extra)):
+        assert source == ids and source[0] == start and source[-1] == end  # the marked title and nothing else
+        assert source[1:-1] == paired.title_ids[e][:-1]  # the title's own tokens (its target, without </s>)
+    n_batches = len(paired.train_dataloader())
+    assert n_batches == (len(paired.data.train) + len(paired.data.kb)) // 4 and n_batches > len(plain.train_dataloader())
+
+
 # ------------------------------------------------------------------------------ the verdict
 NOISE = [0.004, -0.006, 0.002, -0.003, 0.005, -0.001, 0.0, -0.004]  # per-seed jitter, mean -0.000375
 

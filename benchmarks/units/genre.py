@@ -47,7 +47,8 @@ def entities(config: dict, data_dir: str | None, seed: int, name: str = "gensim_
     return EntityDataModule(name=name, data_dir=data_dir, seed=seed, context_words=config["context_words"],
                             max_source_len=config["max_source_len"], vocab_size=config["vocab_size"],
                             lowercase=config["lowercase"], batch_size=config["batch_size"],
-                            max_train_mentions=config["max_train_mentions"], source_order=config["source_order"])
+                            max_train_mentions=config["max_train_mentions"], source_order=config["source_order"],
+                            title_pairs=config.get("title_pairs", False))
 
 
 # ------------------------------------------------------------------------------ caching
