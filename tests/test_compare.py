@@ -242,4 +242,7 @@ def test_the_stored_quick_reference_names_registered_benchmarks_variants_and_met
         bench = get_benchmark(name)
         assert set(ok.loc[ok["benchmark"] == name, "variant"]) >= {v.name for v in bench.variants}, name
         primary = ok[(ok["benchmark"] == name) & ok["step"].isna() & (ok["metric"] == bench.primary_metric.name)]
-        assert set(primary["variant"]) >= {v.name for v in bench.variants}, f"{name}: primary metric missing"
+        # a variant that runs fewer of the unit's tasks in quick (rims_k_all: copying only) may lack the primary metric
+        full_tasks = bench.config("quick").get("tasks")
+        judged = {v.name for v in bench.variants if bench.config("quick", v.name).get("tasks") == full_tasks}
+        assert set(primary["variant"]) >= judged, f"{name}: primary metric missing"
