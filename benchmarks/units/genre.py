@@ -48,7 +48,7 @@ def entities(config: dict, data_dir: str | None, seed: int, name: str = "gensim_
                             max_source_len=config["max_source_len"], vocab_size=config["vocab_size"],
                             lowercase=config["lowercase"], batch_size=config["batch_size"],
                             max_train_mentions=config["max_train_mentions"], source_order=config["source_order"],
-                            title_pairs=config.get("title_pairs", False))
+                            title_pairs=config["title_pairs"])
 
 
 # ------------------------------------------------------------------------------ caching

@@ -79,6 +79,8 @@ def coverage(chunks, vocab, max_n: int, seed: int) -> float:
 def heldout_sets(cfg: dict, dm: MLMDataModule, vocab, seed: int) -> dict[str, list[dict]]:
     """The same held-out chunks under every masking of ``EVAL_MASKINGS``, masked once per
     run seed; pmi_ngram and pmi_one_word share their draws (the same n-grams and words)."""
+    if cfg["heldout_split"] not in ("validation", "test"):
+        raise ValueError(f"heldout_split must be 'validation' (judged) or 'test' (for tuning); got {cfg['heldout_split']!r}")
     chunks = dm.chunks[cfg["heldout_split"]]
     pick = np.random.default_rng(EVAL_MASK_SEED + seed).permutation(len(chunks))[: cfg["eval_chunks"]]
     chunks = [chunks[i] for i in sorted(pick)]
