@@ -313,6 +313,27 @@ def train_bpe(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = Tr
     return cached_tokenizer("bpe", f"bpe|{vocab_size}|{lowercase}|", texts, build, cache)
 
 
+def checkpoint_tokenizer(name: str):
+    """The ``tokenizers.Tokenizer`` of a pre-trained BART-style checkpoint (a Hugging Face name or a local folder),
+    for models that start from it (genre's ``checkpoint``): its byte-level BPE with ``<s> <pad> </s> <unk>`` as ids
+    0..3, as :func:`train_bpe`'s; the mention markers added as special tokens after its vocabulary, and a prefix space
+    added to every piece (a mention, its context, a title are encoded apart; this way each starts as a word does
+    inside running text, as :func:`train_bpe` does). The checkpoint's case is kept (``lowercase`` is :func:`train_bpe`'s)."""
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name).backend_tokenizer
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): {str(exc).splitlines()[0]}") from None
+    ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS[:4]]
+    if ids != [0, 1, 2, 3]:
+        raise ValueError(f"tokenizer {name!r} is not BART-style (<s> <pad> </s> <unk> = ids 0 1 2 3); got ids {ids}")
+    tok.add_special_tokens([START_ENT, END_ENT])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    return tok
+
+
 # --------------------------------------------------------------------------------------
 # Tokenised examples and the DataModule
 # --------------------------------------------------------------------------------------
@@ -330,15 +351,17 @@ class EntityDataModule(L.LightningDataModule):
     and the dual encoder's (context, title) pairs with the title's KB index.
 
     ``setup()`` loads the dataset, trains (or loads the cached) tokenizer on the training
-    contexts and the KB titles, and tokenises every KB title (``title_ids[i]`` ends with
+    contexts and the KB titles (``tokenizer_name``: a pre-trained checkpoint's instead, see
+    :func:`checkpoint_tokenizer`), and tokenises every KB title (``title_ids[i]`` ends with
     ``</s>``).
     """
 
     def __init__(self, name: str = "gensim_wiki", data_dir: str | None = None, seed: int = 0, context_words: int = 8,
                  max_source_len: int = 64, vocab_size: int = 8000, lowercase: bool = True, batch_size: int = 32,
-                 max_train_mentions: int | None = None, source_order: str = "context", title_pairs: bool = False):
+                 max_train_mentions: int | None = None, source_order: str = "context", title_pairs: bool = False,
+                 tokenizer_name: str | None = None):
         super().__init__()
-        self.title_pairs = title_pairs
+        self.title_pairs, self.tokenizer_name = title_pairs, tokenizer_name
         if source_order not in SOURCE_ORDERS:
             raise ValueError(f"source_order must be one of {', '.join(SOURCE_ORDERS)}; got {source_order!r}")
         self.source_order = source_order
@@ -351,9 +374,11 @@ class EntityDataModule(L.LightningDataModule):
         self.data: EntityData | None = None
 
     def prepare_data(self) -> None:
-        """Only checks that a real dataset's files are there (the harness's preflight)."""
+        """Only checks that a real dataset's files and a named tokenizer are there (the harness's preflight)."""
         if self.name != "gensim_wiki":
             kilt_files(self.name, self.data_dir)
+        if self.tokenizer_name:
+            checkpoint_tokenizer(self.tokenizer_name)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
@@ -364,7 +389,8 @@ class EntityDataModule(L.LightningDataModule):
         cw = self.context_words
         texts = [" ".join([*m.left.split()[-cw:], m.mention, *m.right.split()[:cw]]) if cw > 0 else m.mention
                  for m in self.data.train] + self.data.kb
-        self.tokenizer = train_bpe(texts, self.vocab_size, self.lowercase)
+        self.tokenizer = (checkpoint_tokenizer(self.tokenizer_name) if self.tokenizer_name
+                          else train_bpe(texts, self.vocab_size, self.lowercase))
         self.kb_index = {t: i for i, t in enumerate(self.data.kb)}
         encoded = self.tokenizer.encode_batch(self.data.kb, add_special_tokens=False)
         self.title_ids = [e.ids + [EOS_ID] for e in encoded]

@@ -601,3 +601,85 @@ def test_pretrained_weights_are_cached_per_seed_and_reused(tmp_path, monkeypatch
     units.pretrained(ctx(0), dm, "mlm")
     assert calls == ["infill", "infill", "infill", "mlm"]
     assert units.pretrained(ctx(0, pretrain_steps=0), dm, "infill") is None
+
+
+# ------------------------------------------------------------------------------ a pre-trained checkpoint
+def write_tiny_bart(folder, texts: list[str]):
+    """A BART-style checkpoint as ``save_pretrained`` writes one (facebook/bart-large is a download): a byte-level
+    BPE with ``<s> <pad> </s> <unk>`` as ids 0..3 and no mention markers, a 1-layer BART with BART's generation
+    defaults (forced ``<s>``, trigram blocking), seeded random weights."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(folder)
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig(
+        vocab_size=tok.get_vocab_size(), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=0,
+        no_repeat_ngram_size=3))
+    model.save_pretrained(folder)
+    return tok, model
+
+
+def test_both_models_start_from_a_checkpoint_with_its_tokenizer_and_the_markers_added(tmp_path, monkeypatch):
+    """``checkpoint``: GENRE fine-tunes the checkpoint itself, both dual-encoder towers start from its encoder, the
+    tokenizer is its BPE plus the two markers (new ids, which the dual encoder's span pooling must use), and the
+    pre-training stage is skipped; a checkpoint that cannot be loaded fails in one line."""
+    from benchmarks.registry import get_benchmark
+    from benchmarks.unit import UnitContext
+    from benchmarks.units import genre as units
+    from lit_modules.genre import DualEncoderModule
+
+    monkeypatch.setenv("ICLRBENCH_CACHE", str(tmp_path))
+    write_tiny_aida(tmp_path, repeats=4)
+    folder = tmp_path / "tiny-bart"
+    tok, saved = write_tiny_bart(folder, ["the city of paris is large", "lyon nice lille metz"] * 20)
+    base = tok.get_vocab_size()
+    config = {**get_benchmark("genre").config("smoke", "genre"), "checkpoint": str(folder), "eval_max_mentions": 8}
+
+    def ctx(variant: str) -> UnitContext:
+        return UnitContext(benchmark="genre", name=variant, seed=0, preset="smoke", dataset="aida", config=config,
+                           data_dir=str(tmp_path), quiet=True, artifacts_dir=str(tmp_path / "run"), logger="none")
+
+    dm = ctx("genre").datamodule()
+    dm.setup()
+    start, end = dm.tokenizer.token_to_id("[START_ENT]"), dm.tokenizer.token_to_id("[END_ENT]")
+    assert (start, end) == (base, base + 1) and dm.tokenizer.get_vocab_size() == base + 2
+    source = dm.encode_sources(dm.data.train[:1])[0]
+    assert source[0] == start and end in source  # mention first, marked by the added ids
+    # GENRE: the checkpoint's weights (grown by two marker rows), train mode, neutral generation defaults
+    genre = GenreModule(vocab_size=base + 2, checkpoint=str(folder))
+    assert genre.model.get_input_embeddings().num_embeddings == base + 2 and all(m.training for m in genre.modules())
+    assert torch.equal(genre.model.get_input_embeddings().weight[:base], saved.get_input_embeddings().weight)
+    fc1 = "model.encoder.layers.0.fc1.weight"
+    assert torch.equal(genre.model.state_dict()[fc1], saved.state_dict()[fc1])
+    assert genre.model.generation_config.forced_bos_token_id is None and genre.model.generation_config.no_repeat_ngram_size == 0
+    de = DualEncoderModule(vocab_size=base + 2, checkpoint=str(folder), span_ids=(start, end))
+    for tower in (de.mention_encoder, de.title_encoder):
+        assert torch.equal(tower.layers[0].fc1.weight, saved.state_dict()[fc1]) and tower.embed_tokens is de.shared
+    assert de.mention_encoder.layers[0].fc1.weight is not de.title_encoder.layers[0].fc1.weight  # two towers
+    ids = torch.tensor([source])
+    span = mention_span(ids, torch.ones_like(ids), start, end)[0]
+    assert span.tolist() == [i <= source.index(end) for i in range(len(source))]
+    with torch.no_grad():  # pooled over the marked span, found by the added ids (eval: no dropout)
+        de.eval()
+        h = de.mention_encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+        assert torch.allclose(de.encode_mentions(ids, torch.ones_like(ids))[0], h[span].mean(0), atol=1e-6)
+    # the units: no pre-training rows, the checkpoint's parameter count, the markers' ids passed on
+    built = []
+    monkeypatch.setattr(units, "DualEncoderModule", lambda **kw: built.append(kw["span_ids"]) or DualEncoderModule(**kw))
+    for variant, model in (("genre", genre), ("dual_encoder", de)):
+        rows = {r.metric: r.value for r in units.run(ctx(variant))}
+        assert 0 <= rows["acc_at_1"] <= 1 and "pretrain_s" not in rows
+        assert rows["params"] == sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert built == [(start, end)] and units.full_params(config) == sum(p.numel() for p in genre.parameters())
+    with pytest.raises(FileNotFoundError, match="cannot load seq2seq checkpoint .*offline"):
+        GenreModule(checkpoint=str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="cannot load tokenizer"):
+        EntityDataModule("aida", str(tmp_path), tokenizer_name=str(tmp_path / "missing")).prepare_data()

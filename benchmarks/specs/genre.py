@@ -153,6 +153,13 @@ def genre() -> Benchmark:
             # and every KB title), steps, batches and schedule; cached per seed under $ICLRBENCH_CACHE. 0: from scratch
             pretrain_steps=PRETRAIN_STEPS, pretrain_lr=3e-3, pretrain_warmup=30, pretrain_batch_size=32,
             mask_ratio=0.3, poisson_lambda=3.0, mlm_prob=0.15,
+            # checkpoint: start from a pre-trained BART instead (a Hugging Face name, e.g. facebook/bart-large, the
+            # model GENRE fine-tunes, or a local folder; a download, so not the default): GENRE's seq2seq is the
+            # checkpoint, both dual-encoder towers its encoder (the same pre-training for both), the tokenizer its
+            # byte-level BPE (cased: lowercase and vocab_size apply to the trained BPE only) with the two mention
+            # markers added; the architecture keys and the pre-training above are then unused. Offline it fails in one
+            # line (exit 3 in the preflight of a real dataset). Not run on real weights here (no download)
+            checkpoint=None,
             # evaluation: k = 5 beams / top-5 (the paper decodes with 5 beams for ED); a seeded test subsample
             # bm25 queried with the mention alone: with 4 context words each side acc@1 fell from 0.81 to 0.62 (quick, seed 0)
             num_beams=5, eval_max_mentions=600, eval_batch_size=50, bm25_context_words=0, eval_split="test",

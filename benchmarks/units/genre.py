@@ -7,7 +7,8 @@ match of their title), recall@k, index memory and latency per mention. GENRE and
 unconstrained ablation share one trained model per seed (cached in the run's artifacts).
 With ``pretrain_steps`` > 0 GENRE's BART starts from text-infilling pre-training and both
 dual-encoder towers from masked-LM pre-training, on the same training-split texts and KB
-titles (``lit_modules/genre/pretrain.py``), cached per seed under ``$ICLRBENCH_CACHE``.
+titles (``lit_modules/genre/pretrain.py``), cached per seed under ``$ICLRBENCH_CACHE``. With a
+``checkpoint`` (a pre-trained BART, the paper's starting point) both start from it instead.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import torch
 from benchmarks.train import count_parameters, make_trainer
 from benchmarks.unit import Measurement, UnitContext, is_rank_zero
 from datamodules.corpora import CLEANER_VERSION, cache_dir
-from datamodules.entities import (ENTITY_DATA_VERSION, EntityDataModule, Mention, alias_table, mark_mention, subsample,
-                                  trivial_prediction)
+from datamodules.entities import (END_ENT, ENTITY_DATA_VERSION, START_ENT, EntityDataModule, Mention, alias_table,
+                                  mark_mention, subsample, trivial_prediction)
 from lit_modules.genre import DualEncoderModule, GenreModule, Trie, bm25_index, bm25_search, generate_titles, title_index
 from lit_modules.genre.models import bm25_index_bytes, faiss_index_bytes, pad_batch
 from lit_modules.genre.pretrain import (InfillingCollate, LossTrace, MaskedLMCollate, MaskedLMModule, chunks,
@@ -48,7 +49,7 @@ def entities(config: dict, data_dir: str | None, seed: int, name: str = "gensim_
                             max_source_len=config["max_source_len"], vocab_size=config["vocab_size"],
                             lowercase=config["lowercase"], batch_size=config["batch_size"],
                             max_train_mentions=config["max_train_mentions"], source_order=config["source_order"],
-                            title_pairs=config["title_pairs"])
+                            title_pairs=config["title_pairs"], tokenizer_name=config["checkpoint"])
 
 
 # ------------------------------------------------------------------------------ caching
@@ -90,7 +91,24 @@ def _fit(ctx: UnitContext, module, dm: EntityDataModule, steps: int, name: str) 
 
 def full_params(config: dict, variant: str = "") -> int:
     """Parameters of GENRE's seq2seq model for ``config`` (its ``vocab_size``; the trained BPE may have fewer tokens
-    on a small corpus), built on the meta device."""
+    on a small corpus), built on the meta device. A ``checkpoint`` is counted by its architecture (its config from
+    Hugging Face's local cache or folder; offline, facebook/bart-large is BartConfig's defaults), the two mention
+    markers included."""
+    if config.get("checkpoint"):
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM, BartConfig
+
+        try:
+            arch = AutoConfig.from_pretrained(config["checkpoint"], local_files_only=True)
+        except OSError:
+            if config["checkpoint"] != "facebook/bart-large":
+                raise
+            arch = BartConfig()  # facebook/bart-large's architecture
+        arch.vocab_size += 2
+        with torch.device("meta"):
+            model = AutoModelForSeq2SeqLM.from_config(arch)
+        if variant == "dual_encoder":  # two encoders over one shared embedding
+            return 2 * count_parameters(model.get_encoder()) - count_parameters(model.get_input_embeddings())
+        return count_parameters(model)
     with torch.device("meta"):
         if variant == "dual_encoder":
             return count_parameters(DualEncoderModule(vocab_size=config["vocab_size"], pool=config["de_pool"],
@@ -153,7 +171,7 @@ def pretrained(ctx: UnitContext, dm: EntityDataModule, objective: str) -> dict |
     """The pre-trained weights for this seed (None when ``pretrain_steps`` is 0), cached under the tokenizers' cache
     (``$ICLRBENCH_CACHE/genre-pretrain``) by :func:`pretrain_key`: paid once per seed and settings, across variants,
     tuning points and runs. A fast dev run pre-trains its two steps without the cache."""
-    if ctx.config["pretrain_steps"] <= 0:
+    if ctx.config["pretrain_steps"] <= 0 or ctx.config["checkpoint"]:  # a checkpoint is pre-trained already
         return None
     if ctx.fast_dev_run:
         return pretrain(ctx, dm, objective)
@@ -174,7 +192,7 @@ def trained_genre(ctx: UnitContext, dm: EntityDataModule) -> tuple[GenreModule, 
     cfg = ctx.config
     hp = dict(vocab_size=dm.tokenizer.get_vocab_size(), label_smoothing=cfg["label_smoothing"], lr=cfg["lr"],
               weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"], max_steps=cfg["max_steps"],
-              **{k: cfg[k] for k in ARCH_KEYS})
+              checkpoint=cfg["checkpoint"], **{k: cfg[k] for k in ARCH_KEYS})
     pre = pretrained(ctx, dm, "infill")
     start = pretrain_key(ctx, dm, "infill") if pre is not None else None
     key = _key(hp, dm.name, cfg["context_words"], cfg["max_source_len"], cfg["lowercase"], cfg["batch_size"],
@@ -202,6 +220,8 @@ def trained_dual_encoder(ctx: UnitContext, dm: EntityDataModule) -> tuple[DualEn
     torch.manual_seed(ctx.seed)
     module = DualEncoderModule(vocab_size=dm.tokenizer.get_vocab_size(), lr=cfg["de_lr"], weight_decay=cfg["weight_decay"],
                                warmup_steps=cfg["warmup_steps"], max_steps=cfg["de_max_steps"], pool=cfg["de_pool"],
+                               checkpoint=cfg["checkpoint"],
+                               span_ids=(dm.tokenizer.token_to_id(START_ENT), dm.tokenizer.token_to_id(END_ENT)),
                                **{k: cfg[k] for k in ARCH_KEYS})
     if pre is not None:
         init_dual_encoder(module, pre["state"])

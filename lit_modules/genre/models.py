@@ -6,6 +6,7 @@ D model width, E KB titles.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from functools import lru_cache
@@ -42,6 +43,32 @@ def bart_config(vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim:
         # nearly silent (a from-scratch seq2seq then takes thousands of steps to learn to copy): None scales it as 1/sqrt(d)
         init_std=d_model**-0.5 if init_std is None else init_std,
     )
+
+
+def load_seq2seq(checkpoint: str, vocab_size: int | None = None):
+    """A pre-trained BART-family seq2seq (a Hugging Face name such as ``facebook/bart-large``, the model GENRE
+    fine-tunes, or a local folder), in train mode (``from_pretrained`` returns eval mode, which Lightning would keep:
+    fine-tuning with dropout off), its token embedding grown to ``vocab_size`` (the mention markers the checkpoint's
+    tokenizer gains, :func:`datamodules.entities.checkpoint_tokenizer`) and its generation defaults made neutral as
+    :func:`bart_config`'s (BART's forced ``<s>`` and trigram blocking would change the decoded titles)."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load seq2seq checkpoint {checkpoint!r} (offline? pass a local path): "
+                                f"{str(exc).splitlines()[0]}") from None
+    cfg = model.config
+    if (cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) != (PAD_ID, EOS_ID, EOS_ID):
+        raise ValueError(f"checkpoint {checkpoint!r} is not BART-style (<pad> {PAD_ID}, </s> {EOS_ID}, decoding from "
+                         f"</s>); got pad {cfg.pad_token_id}, eos {cfg.eos_token_id}, decoder start "
+                         f"{cfg.decoder_start_token_id}")
+    if vocab_size is not None and vocab_size != model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab_size)
+    gen = model.generation_config
+    gen.forced_bos_token_id = gen.forced_eos_token_id = None
+    gen.no_repeat_ngram_size, gen.min_length = 0, 0
+    return model.train()
 
 
 def seq2seq_model(config):
@@ -96,11 +123,14 @@ class GenreModule(L.LightningModule):
 
     def __init__(self, vocab_size: int = 8000, d_model: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 512,
                  max_positions: int = 128, dropout: float = 0.1, label_smoothing: float = 0.1, lr: float = 1e-3,
-                 weight_decay: float = 0.01, warmup_steps: int = 100, max_steps: int = 1000, pre_norm: bool = False):
+                 weight_decay: float = 0.01, warmup_steps: int = 100, max_steps: int = 1000, pre_norm: bool = False,
+                 checkpoint: str | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.model = seq2seq_model(bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout,
-                                               pre_norm=pre_norm))
+        # checkpoint: a pre-trained BART (the paper fine-tunes facebook/bart-large); its architecture replaces the
+        # width, depth and dropout arguments
+        self.model = load_seq2seq(checkpoint, vocab_size) if checkpoint else seq2seq_model(
+            bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout, pre_norm=pre_norm))
 
     def loss(self, batch: dict) -> Tensor:
         # labels [B, T] give the decoder inputs (BART's shift right behind </s>, -100 read as <pad>); the loss is ours
@@ -145,16 +175,23 @@ class DualEncoderModule(L.LightningModule):
 
     def __init__(self, vocab_size: int = 8000, d_model: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 512,
                  max_positions: int = 128, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 100, max_steps: int = 1000, pre_norm: bool = False, pool: str = "mention"):
+                 warmup_steps: int = 100, max_steps: int = 1000, pre_norm: bool = False, pool: str = "mention",
+                 checkpoint: str | None = None, span_ids: tuple[int, int] = (START_ENT_ID, END_ENT_ID)):
         super().__init__()
         if pool not in ("mention", "mean"):
             raise ValueError(f"pool must be 'mention' or 'mean'; got {pool!r}")
         self.save_hyperparameters()
-        # BART's own init_std: mean-pooled dot products trained with it (acc@1 0.25 after 400 steps at d=64) but not
-        # with GENRE's width-scaled one (0.04): larger initial scores saturate the in-batch softmax
-        cfg = bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout, init_std=0.02, pre_norm=pre_norm)
-        self.shared = shared_embedding(vocab_size, d_model, cfg.init_std)
-        self.mention_encoder, self.title_encoder = bart_encoder(cfg), bart_encoder(cfg)
+        if checkpoint:  # both towers from the pre-trained BART's encoder (GENRE's own starting point: equal pre-training)
+            encoder = load_seq2seq(checkpoint, vocab_size).get_encoder()
+            self.shared = encoder.embed_tokens
+            self.mention_encoder, self.title_encoder = encoder, copy.deepcopy(encoder)
+        else:
+            # BART's own init_std: mean-pooled dot products trained with it (acc@1 0.25 after 400 steps at d=64) but
+            # not with GENRE's width-scaled one (0.04): larger initial scores saturate the in-batch softmax
+            cfg = bart_config(vocab_size, d_model, layers, heads, ffn_dim, max_positions, dropout, init_std=0.02,
+                              pre_norm=pre_norm)
+            self.shared = shared_embedding(vocab_size, d_model, cfg.init_std)
+            self.mention_encoder, self.title_encoder = bart_encoder(cfg), bart_encoder(cfg)
         self.mention_encoder.embed_tokens = self.title_encoder.embed_tokens = self.shared
 
     @staticmethod
@@ -164,7 +201,8 @@ class DualEncoderModule(L.LightningModule):
         return (h * m).sum(1) / m.sum(1).clamp_min(1)
 
     def encode_mentions(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self._pool(self.mention_encoder, ids, mask, mention_span(ids, mask) if self.hparams.pool == "mention" else None)
+        span = mention_span(ids, mask, *self.hparams.span_ids) if self.hparams.pool == "mention" else None
+        return self._pool(self.mention_encoder, ids, mask, span)
 
     def encode_titles(self, ids: Tensor, mask: Tensor) -> Tensor:
         return self._pool(self.title_encoder, ids, mask)
@@ -201,10 +239,10 @@ def bart_encoder(config):
     return (MBartEncoder if isinstance(config, MBartConfig) else BartEncoder)(config)
 
 
-def mention_span(ids: Tensor, mask: Tensor) -> Tensor:
+def mention_span(ids: Tensor, mask: Tensor, start_id: int = START_ENT_ID, end_id: int = END_ENT_ID) -> Tensor:
     """[B, S] bool: the positions from ``[START_ENT]`` to ``[END_ENT]`` inclusive (the whole
     input where a row has no marker)."""
-    start, end = (ids == START_ENT_ID).long(), (ids == END_ENT_ID).long()
+    start, end = (ids == start_id).long(), (ids == end_id).long()
     inside = (start.cumsum(1) - end.cumsum(1) + end) > 0
     has = start.any(1, keepdim=True)
     return torch.where(has, inside, torch.ones_like(inside)) & mask.bool()
