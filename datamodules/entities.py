@@ -325,7 +325,8 @@ def checkpoint_tokenizer(name: str):
     try:
         tok = AutoTokenizer.from_pretrained(name).backend_tokenizer
     except OSError as exc:
-        raise FileNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): {str(exc).splitlines()[0]}") from None
+        raise DatasetNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): "
+                                   f"{str(exc).splitlines()[0]}") from None
     ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS[:4]]
     if ids != [0, 1, 2, 3]:
         raise ValueError(f"tokenizer {name!r} is not BART-style (<s> <pad> </s> <unk> = ids 0 1 2 3); got ids {ids}")

@@ -681,5 +681,7 @@ def test_both_models_start_from_a_checkpoint_with_its_tokenizer_and_the_markers_
     assert built == [(start, end)] and units.full_params(config) == sum(p.numel() for p in genre.parameters())
     with pytest.raises(FileNotFoundError, match="cannot load seq2seq checkpoint .*offline"):
         GenreModule(checkpoint=str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError, match="cannot load tokenizer"):
+    from datamodules import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="cannot load tokenizer"):  # the preflight's: exit 3
         EntityDataModule("aida", str(tmp_path), tokenizer_name=str(tmp_path / "missing")).prepare_data()
