@@ -405,7 +405,8 @@ def pretrained_tokenizer(name: str):
     try:
         tok = AutoTokenizer.from_pretrained(name).backend_tokenizer
     except OSError as exc:
-        raise FileNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): {str(exc).splitlines()[0]}") from None
+        raise DatasetNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): "
+                                   f"{str(exc).splitlines()[0]}") from None
     if tok.token_to_id("[CLS]") is None or tok.token_to_id("[PAD]") != 0:
         raise ValueError(f"tokenizer {name!r} is not BERT-style ([CLS], [SEP], [PAD]=0); got another vocabulary")
     return tok
@@ -473,8 +474,10 @@ class RetrievalDataModule(L.LightningDataModule):
         return self
 
     def prepare_data(self) -> None:
-        """Only checks that a real dataset's files are there (the harness's preflight)."""
+        """Only checks that a real dataset's files and a named tokenizer are there (the harness's preflight)."""
         check_files(self.name, self.data_dir)
+        if self.tokenizer_name:
+            pretrained_tokenizer(self.tokenizer_name)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

@@ -683,3 +683,13 @@ def test_an_encoder_loaded_from_a_local_checkpoint_trains_in_train_mode(tmp_path
     assert all(m.training for m in encoder.modules())
     assert torch.equal(encoder.bert.get_input_embeddings().weight, saved.get_input_embeddings().weight)
     assert encoder.dim == 16 and encoder.pool_weight.num_embeddings == 50
+
+
+def test_a_named_tokenizer_that_cannot_be_loaded_fails_the_preflight_in_one_line(tmp_path):
+    """The harness's preflight (``prepare_data``) loads a named checkpoint's tokenizer: offline, or a wrong path, is
+    the CLI's exit 3 before any unit starts, not an error in every unit."""
+    from datamodules import DatasetNotFoundError
+    from datamodules.retrieval import RetrievalDataModule
+
+    with pytest.raises(DatasetNotFoundError, match="cannot load tokenizer .*offline"):
+        RetrievalDataModule(tokenizer_name=str(tmp_path / "missing")).prepare_data()
