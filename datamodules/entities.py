@@ -42,7 +42,7 @@ import lightning as L
 
 from datamodules import DatasetNotFoundError
 from datamodules.corpora import CLEANER_VERSION, Article, cache_dir, gensim_wiki_path, load_wiki_articles, split_documents
-from datamodules.text import cached_tokenizer
+from datamodules.text import cached_tokenizer, checkpoint_backend_tokenizer
 
 ENTITY_DATASETS = ("gensim_wiki", "aida", "wned")
 START_ENT, END_ENT = "[START_ENT]", "[END_ENT]"  # GENRE's mention markers
@@ -320,13 +320,8 @@ def checkpoint_tokenizer(name: str):
     added to every piece (a mention, its context, a title are encoded apart; this way each starts as a word does
     inside running text, as :func:`train_bpe` does). The checkpoint's case is kept (``lowercase`` is :func:`train_bpe`'s)."""
     from tokenizers import pre_tokenizers
-    from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(name).backend_tokenizer
-    except OSError as exc:
-        raise DatasetNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): "
-                                   f"{str(exc).splitlines()[0]}") from None
+    tok = checkpoint_backend_tokenizer(name)
     ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS[:4]]
     if ids != [0, 1, 2, 3]:
         raise ValueError(f"tokenizer {name!r} is not BART-style (<s> <pad> </s> <unk> = ids 0 1 2 3); got ids {ids}")

@@ -50,7 +50,7 @@ import torch
 
 from datamodules import DatasetNotFoundError
 from datamodules.corpora import Article, load_wiki_articles
-from datamodules.text import split_sentences
+from datamodules.text import checkpoint_backend_tokenizer, split_sentences
 
 RETRIEVAL_DATASETS = ("wikilinks", "gensim_wiki", "msmarco", "beir")
 
@@ -400,13 +400,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_len: int) -> torch.Tensor:
 
 def pretrained_tokenizer(name: str):
     """The ``tokenizers.Tokenizer`` of a Hugging Face BERT-style checkpoint (name or local path)."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name).backend_tokenizer
-    except OSError as exc:
-        raise DatasetNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): "
-                                   f"{str(exc).splitlines()[0]}") from None
+    tok = checkpoint_backend_tokenizer(name)
     if tok.token_to_id("[CLS]") is None or tok.token_to_id("[PAD]") != 0:
         raise ValueError(f"tokenizer {name!r} is not BERT-style ([CLS], [SEP], [PAD]=0); got another vocabulary")
     return tok

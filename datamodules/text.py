@@ -66,6 +66,21 @@ def cached_tokenizer(kind: str, settings: str, texts: Sequence[str], build: Call
     return tok
 
 
+def checkpoint_backend_tokenizer(name: str):
+    """The ``tokenizers.Tokenizer`` behind a Hugging Face checkpoint's fast tokenizer (a name, downloaded when online,
+    or a local folder); one that cannot be loaded is a :class:`~datamodules.DatasetNotFoundError` in one line (the
+    harness's preflight: exit 3)."""
+    from transformers import AutoTokenizer
+
+    from datamodules import DatasetNotFoundError
+
+    try:
+        return AutoTokenizer.from_pretrained(name).backend_tokenizer
+    except OSError as exc:
+        raise DatasetNotFoundError(f"cannot load tokenizer {name!r} (offline? pass a local path): "
+                                   f"{str(exc).splitlines()[0]}") from None
+
+
 def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, lowercase: bool = True, cache: bool = True,
                     extra_special: Sequence[str] = ()):
     """A BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts`` (cached: see

@@ -92,17 +92,11 @@ def _fit(ctx: UnitContext, module, dm: EntityDataModule, steps: int, name: str) 
 def full_params(config: dict, variant: str = "") -> int:
     """Parameters of GENRE's seq2seq model for ``config`` (its ``vocab_size``; the trained BPE may have fewer tokens
     on a small corpus), built on the meta device. A ``checkpoint`` is counted by its architecture (its config from
-    Hugging Face's local cache or folder; offline, facebook/bart-large is BartConfig's defaults), the two mention
-    markers included."""
+    Hugging Face's local cache or folder), the two mention markers included."""
     if config.get("checkpoint"):
-        from transformers import AutoConfig, AutoModelForSeq2SeqLM, BartConfig
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-        try:
-            arch = AutoConfig.from_pretrained(config["checkpoint"], local_files_only=True)
-        except OSError:
-            if config["checkpoint"] != "facebook/bart-large":
-                raise
-            arch = BartConfig()  # facebook/bart-large's architecture
+        arch = AutoConfig.from_pretrained(config["checkpoint"], local_files_only=True)
         arch.vocab_size += 2
         with torch.device("meta"):
             model = AutoModelForSeq2SeqLM.from_config(arch)
